@@ -3,7 +3,26 @@
 The public API, re-exported; see README.md.
 """
 from adapmtl import errors
+from adapmtl.sparsity import (
+    FinalizeReport,
+    SparsityController,
+    SparsityReport,
+    finalize,
+    sparsify,
+    sparsity_report,
+    threshold_parameters,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["errors", "__version__"]
+__all__ = [
+    "errors",
+    "FinalizeReport",
+    "SparsityController",
+    "SparsityReport",
+    "finalize",
+    "sparsify",
+    "sparsity_report",
+    "threshold_parameters",
+    "__version__",
+]

@@ -1,0 +1,14 @@
+"""Soft-threshold sparsity: sparsify → train (with the controller) → finalize."""
+from adapmtl.sparsity.components import PRUNABLE_TYPES, assign_components, infer_components, prunable_layers
+from adapmtl.sparsity.controller import SparsityController
+from adapmtl.sparsity.finalize import FinalizeReport, finalize
+from adapmtl.sparsity.report import ComponentSparsity, LayerSparsity, SparsityReport, sparsity_report
+from adapmtl.sparsity.soft_threshold import SoftThreshold, soft_threshold
+from adapmtl.sparsity.sparsify import sparse_layers, sparsify, threshold_parameters
+
+__all__ = [
+    "PRUNABLE_TYPES", "assign_components", "infer_components", "prunable_layers",
+    "SparsityController", "FinalizeReport", "finalize",
+    "ComponentSparsity", "LayerSparsity", "SparsityReport", "sparsity_report",
+    "SoftThreshold", "soft_threshold", "sparse_layers", "sparsify", "threshold_parameters",
+]

@@ -1,0 +1,159 @@
+"""Which layers are prunable, and to which component each belongs.
+
+A component is a part of the model whose sparsity is reported (and, with the
+paper's granularity, learned) as one: the backbone, or one task's head.
+"""
+from __future__ import annotations
+
+import fnmatch
+from typing import Iterable, Mapping, Sequence, Union
+
+from torch import nn
+
+from adapmtl.errors import ComponentError
+
+PRUNABLE_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+"""Conv1d/2d/3d, ConvTranspose1d/2d/3d and Linear (and their subclasses)."""
+
+ComponentSpec = Mapping[str, Union[str, Sequence[str]]]
+
+_LIST_LIMIT = 10
+
+
+def _name_list(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_LIST_LIMIT])
+    return shown + (f" (… and {len(names) - _LIST_LIMIT} more)" if len(names) > _LIST_LIMIT else "")
+
+
+def _under(name: str, prefix: str) -> bool:
+    """True when module `name` is `prefix` itself or lies inside it (whole name parts only)."""
+    return prefix == "" or name == prefix or name.startswith(prefix + ".")
+
+
+def _excluded(name: str, patterns: Sequence[str]) -> bool:
+    return any(_under(name, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def prunable_layers(model: nn.Module, exclude: Iterable[str] = ()) -> dict[str, nn.Module]:
+    """The model's prunable layers by module name, in definition order.
+
+    `exclude` holds module-name patterns: a name prefix (`"heads.seg"` covers the
+    whole head) or a glob (`"*.classifier"`). A pattern that matches no prunable
+    layer is an error, so that a typo never leaves a layer pruned by surprise.
+    """
+    patterns = list(exclude)
+    if isinstance(exclude, str):
+        patterns = [exclude]
+    candidates = {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
+    unused = [p for p in patterns if not any(_excluded(n, [p]) for n in candidates)]
+    if unused:
+        raise ComponentError(
+            f"exclude pattern(s) {', '.join(map(repr, unused))} match no prunable layer; "
+            f"prunable layers are: {_name_list(list(candidates))}"
+        )
+    layers = {n: m for n, m in candidates.items() if not _excluded(n, patterns)}
+    if not layers:
+        raise ComponentError(
+            f"{type(model).__name__} has no prunable layer left (Conv or Linear) "
+            + ("after exclude." if patterns else "to sparsify.")
+        )
+    return layers
+
+
+def infer_components(model: nn.Module) -> dict[str, list[str]]:
+    """Components from the multitask convention: `model.backbone` and `model.heads[task]`.
+
+    Returns {"backbone": ["backbone"], task: ["heads.<task>"], ...}.
+    """
+    backbone = getattr(model, "backbone", None)
+    heads = getattr(model, "heads", None)
+    if not isinstance(backbone, nn.Module) or not isinstance(heads, nn.ModuleDict):
+        missing = []
+        if not isinstance(backbone, nn.Module):
+            missing.append("`backbone` (an nn.Module)")
+        if not isinstance(heads, nn.ModuleDict):
+            missing.append("`heads` (an nn.ModuleDict keyed by task)")
+        raise ComponentError(
+            f"cannot infer the components of {type(model).__name__}: it has no "
+            f"{' and no '.join(missing)}. Pass components={{name: module-name prefix}}, e.g. "
+            "{'backbone': 'encoder', 'seg': 'decoders.seg'}, or use granularity='global' or 'layer'."
+        )
+    if "backbone" in heads:
+        raise ComponentError("a task head is named 'backbone', which clashes with the backbone component; rename the task.")
+    components = {"backbone": ["backbone"]}
+    components.update({task: [f"heads.{task}"] for task in heads})
+    return components
+
+
+def _normalise(components: ComponentSpec) -> dict[str, list[str]]:
+    if not isinstance(components, Mapping) or not components:
+        raise ComponentError(
+            f"components must be a non-empty mapping {{name: prefix or list of prefixes}}, got {components!r}"
+        )
+    normalised = {}
+    for name, prefixes in components.items():
+        if not isinstance(name, str) or not name:
+            raise ComponentError(f"component names must be non-empty strings, got {name!r}")
+        prefix_list = [prefixes] if isinstance(prefixes, str) else list(prefixes)
+        if not prefix_list or not all(isinstance(p, str) for p in prefix_list):
+            raise ComponentError(f"component {name!r}: expected a module-name prefix or a list of them, got {prefixes!r}")
+        normalised[name] = prefix_list
+    return normalised
+
+
+def assign_components(
+    model: nn.Module,
+    components: ComponentSpec | None,
+    exclude: Iterable[str] = (),
+    *,
+    fallback: str | None = None,
+) -> dict[str, str]:
+    """Map every prunable layer's name to its component's name.
+
+    `components=None` infers them (see `infer_components`); when that is not
+    possible and `fallback` is given, every layer goes to one component of that
+    name. Layers matched by no component, or by two, are an error that names them.
+    """
+    layers = prunable_layers(model, exclude)
+    if components is None:
+        try:
+            spec = infer_components(model)
+        except ComponentError:
+            if fallback is None:
+                raise
+            return {name: fallback for name in layers}
+    else:
+        spec = _normalise(components)
+
+    module_names = [n for n, _ in model.named_modules()]
+    for component, prefixes in spec.items():
+        for prefix in prefixes:
+            if not any(_under(n, prefix) for n in module_names):
+                top = [n for n in module_names if n and "." not in n]
+                raise ComponentError(
+                    f"component {component!r}: prefix {prefix!r} matches no module of "
+                    f"{type(model).__name__}; its top-level modules are: {_name_list(top)}"
+                )
+
+    owners: dict[str, list[str]] = {name: [] for name in layers}
+    for component, prefixes in spec.items():
+        for name in layers:
+            if any(_under(name, p) for p in prefixes) and component not in owners[name]:
+                owners[name].append(component)
+
+    unassigned = [n for n, owner in owners.items() if not owner]
+    if unassigned:
+        raise ComponentError(
+            f"{len(unassigned)} prunable layer(s) belong to no component: {_name_list(unassigned)}. "
+            "Add them to a component or to exclude=."
+        )
+    doubly = [f"{n} ({' and '.join(owner)})" for n, owner in owners.items() if len(owner) > 1]
+    if doubly:
+        raise ComponentError(
+            f"{len(doubly)} prunable layer(s) belong to more than one component: {_name_list(doubly)}. "
+            "Make the prefixes disjoint."
+        )
+    empty = [c for c in spec if not any(owner == [c] for owner in owners.values())]
+    if empty:
+        raise ComponentError(f"component(s) {', '.join(map(repr, empty))} contain no prunable layer (after exclude).")
+    return {name: owner[0] for name, owner in owners.items()}

@@ -1,0 +1,64 @@
+"""The common threshold shift that gives an exact number of zeros.
+
+Moving every threshold score by the same δ (in logit space) keeps the learned
+allocation: for the small thresholds of practice, τ ≈ e^s, so a common δ scales every
+group's τ by the same factor e^δ and their ratios stay as learned. For each weight w
+of group g, its *critical shift* δ_w = logit(|w|) − s_g is the δ at which it becomes
+zero (|w| ≤ sigmoid(s_g + δ)). Exactly K zeros are had for any δ between the K-th and
+(K+1)-th smallest critical shifts, which one selection (kthvalue) finds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from adapmtl.sparsity.bank import ThresholdBank
+from adapmtl.sparsity.sparsify import SparseLayer
+
+
+@dataclass(frozen=True)
+class Shift:
+    """δ to add to every score, and the number of zeros it gives (`zeros` may differ
+    from the request only when it is out of reach: tied magnitudes, exact zeros, or
+    weights with |w| ≥ 1 that no threshold below 1 can remove)."""
+
+    delta: float
+    zeros: int
+
+
+def critical_shifts(layers: list[SparseLayer], bank: ThresholdBank, dtype: torch.dtype) -> torch.Tensor:
+    """δ_w of every prunable weight, flattened, in `dtype`: −inf for w = 0, +inf for |w| ≥ 1."""
+    scores = bank.scores.detach().to(dtype)
+    parts = []
+    for layer in layers:
+        magnitude = layer.dense_weight.detach().abs().to(dtype).flatten()
+        # logit(|w|); log(0) = -inf prunes exact zeros first; |w| >= 1 cannot be pruned
+        logit = torch.log(magnitude) - torch.log1p(-magnitude.clamp(max=1.0))
+        parts.append(logit - scores[layer.parametrization.group])
+    return torch.cat(parts)
+
+
+def shift_for_zeros(layers: list[SparseLayer], bank: ThresholdBank, zeros: int, dtype=torch.float64) -> Shift:
+    """The common δ that makes exactly `zeros` prunable weights zero (see module doc)."""
+    shifts = critical_shifts(layers, bank, dtype)
+    n = shifts.numel()
+    zeros = min(max(int(zeros), 0), n)
+    below = shifts.kthvalue(zeros).values if zeros > 0 else None
+    above = shifts.kthvalue(zeros + 1).values if zeros < n else None
+    delta = _between(below, above)
+    achieved = int((shifts <= delta).sum())
+    return Shift(delta=delta, zeros=achieved)
+
+
+def _between(below: torch.Tensor | None, above: torch.Tensor | None) -> float:
+    """A finite δ with below ≤ δ < above, as far from both as possible."""
+    lo = None if below is None or not torch.isfinite(below) else float(below)
+    hi = None if above is None or not torch.isfinite(above) else float(above)
+    if lo is not None and hi is not None:
+        return lo + (hi - lo) / 2 if hi > lo else lo
+    if lo is not None:
+        return lo + 1.0  # nothing above: all weights, or the rest are |w| >= 1
+    if hi is not None:
+        return hi - 1.0  # below absent (zeros = 0) or -inf (only exact zeros below)
+    return 0.0
