@@ -122,6 +122,12 @@ def assign_components(
             if fallback is None:
                 raise
             return {name: fallback for name in layers}
+        # an inferred component that exclude= emptied on purpose (say, a dense backbone) is dropped
+        everything = prunable_layers(model)
+        spec = {
+            c: p for c, p in spec.items()
+            if any(_under(n, q) for n in layers for q in p) or not any(_under(n, q) for n in everything for q in p)
+        }
     else:
         spec = _normalise(components)
 

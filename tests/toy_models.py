@@ -1,0 +1,43 @@
+"""Tiny multitask models for the sparsity tests: a conv one and a Linear-only one."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvMultitask(nn.Module):
+    """backbone (two convs + BN) and heads {"seg": 1 conv, "depth": 2 convs}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU()
+        )
+        self.heads = nn.ModuleDict(
+            {
+                "seg": nn.Conv2d(16, 4, 1),
+                "depth": nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 1)),
+            }
+        )
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.backbone(x)
+        return {task: head(features) for task, head in self.heads.items()}
+
+
+class LinearMultitask(nn.Module):
+    """backbone Linear(2→3) + heads {"a": Linear(3→1), "b": Linear(3→2)}: 6 + 3 + 6 weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(2, 3), nn.Tanh())
+        self.heads = nn.ModuleDict({"a": nn.Linear(3, 1), "b": nn.Linear(3, 2)})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.backbone(x)
+        return {task: head(features) for task, head in self.heads.items()}
+
+
+def total_loss(outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A smooth scalar of all outputs, for gradient tests."""
+    return sum((out.sin() * (i + 1)).sum() for i, out in enumerate(outputs.values()))
