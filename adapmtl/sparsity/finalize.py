@@ -67,7 +67,7 @@ def finalize(model: nn.Module, target: float | None = None) -> FinalizeReport:
             shift = 0.0
             taus = torch.sigmoid(bank.scores.detach())
         else:
-            shift = shift_for_zeros(layers, bank, round(target * before.numel)).delta
+            shift = shift_for_zeros(layers, bank, round(target * before.numel))
             taus = torch.sigmoid(bank.scores.detach().double() + shift)
         pruned = revived = 0
         max_change = 0.0

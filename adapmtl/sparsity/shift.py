@@ -9,22 +9,10 @@ zero (|w| ≤ sigmoid(s_g + δ)). Exactly K zeros are had for any δ between the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from adapmtl.sparsity.bank import ThresholdBank
 from adapmtl.sparsity.sparsify import SparseLayer
-
-
-@dataclass(frozen=True)
-class Shift:
-    """δ to add to every score, and the number of zeros it gives (`zeros` may differ
-    from the request only when it is out of reach: tied magnitudes, exact zeros, or
-    weights with |w| ≥ 1 that no threshold below 1 can remove)."""
-
-    delta: float
-    zeros: int
 
 
 def critical_shifts(layers: list[SparseLayer], bank: ThresholdBank, dtype: torch.dtype) -> torch.Tensor:
@@ -39,16 +27,19 @@ def critical_shifts(layers: list[SparseLayer], bank: ThresholdBank, dtype: torch
     return torch.cat(parts)
 
 
-def shift_for_zeros(layers: list[SparseLayer], bank: ThresholdBank, zeros: int, dtype=torch.float64) -> Shift:
-    """The common δ that makes exactly `zeros` prunable weights zero (see module doc)."""
+def shift_for_zeros(layers: list[SparseLayer], bank: ThresholdBank, zeros: int, dtype=torch.float64) -> float:
+    """The common δ that makes exactly `zeros` prunable weights zero (see module doc).
+
+    When that is out of reach (tied magnitudes, exact zeros, or weights with |w| ≥ 1
+    that no threshold below 1 removes) it gives the nearest reachable count.
+    float64 makes the count exact to the weight; float32 is enough for steering.
+    """
     shifts = critical_shifts(layers, bank, dtype)
     n = shifts.numel()
     zeros = min(max(int(zeros), 0), n)
     below = shifts.kthvalue(zeros).values if zeros > 0 else None
     above = shifts.kthvalue(zeros + 1).values if zeros < n else None
-    delta = _between(below, above)
-    achieved = int((shifts <= delta).sum())
-    return Shift(delta=delta, zeros=achieved)
+    return _between(below, above)
 
 
 def _between(below: torch.Tensor | None, above: torch.Tensor | None) -> float:
