@@ -1,12 +1,23 @@
 """The paper's architectures: exact weight counts, output shapes, the registry's errors."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from adapmtl.errors import AdapMTLError
 from adapmtl.models import ModelError, MultiTaskModel, available_models, create_model
+from adapmtl.tasks import dataset_tasks
 
 NYU = {"segment_semantic": 40, "normal": 3, "depth_zbuffer": 1}
 TASKONOMY = {"segment_semantic": 17, "normal": 3, "depth_zbuffer": 1, "keypoints2d": 1, "edge_texture": 1}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small forwards run ~20× faster on one thread when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def conv_weights(module: torch.nn.Module) -> int:
@@ -147,3 +158,23 @@ def test_bad_requests_raise_model_errors(args, kw, message):
         meta_model(*args, **kw)
     assert message in str(info.value)
     assert isinstance(info.value, AdapMTLError) and isinstance(info.value, ValueError)
+
+
+def test_a_small_model_trains_on_every_taskonomy_loss_at_native_resolution():
+    torch.manual_seed(0)
+    tasks = dataset_tasks("taskonomy")
+    model = create_model("deeplab_resnet34", {t: task.out_channels for t, task in tasks.items()},
+                         width=0.125, head_channels=8, upsample=False)
+    batch = {
+        "segment_semantic": torch.randint(0, 17, (2, 32, 32)),
+        "normal": F.normalize(torch.randn(2, 3, 32, 32), dim=1),
+        "depth_zbuffer": torch.rand(2, 1, 32, 32),
+        "keypoints2d": torch.rand(2, 1, 32, 32),
+        "edge_texture": torch.rand(2, 1, 32, 32),
+    }
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out["normal"].shape == (2, 3, 5, 5)  # 32 → 16 → 9 (ceil-mode pool) → 5
+    loss = sum(task.loss(out[t], batch[t]) for t, task in tasks.items())
+    loss.backward()
+    assert all(head.branches[0].conv1.weight.grad is not None for head in model.heads.values())
+

@@ -264,22 +264,12 @@ def test_task_errors(call, message):
     assert isinstance(info.value, AdapMTLError)
 
 
-def test_a_small_model_trains_on_every_taskonomy_loss_at_native_resolution():
-    from adapmtl.models import create_model
-
-    torch.manual_seed(0)
-    tasks = dataset_tasks("taskonomy")
-    model = create_model("deeplab_resnet34", {t: task.out_channels for t, task in tasks.items()},
-                         width=0.125, head_channels=8, upsample=False)
-    batch = {
-        "segment_semantic": torch.randint(0, 17, (2, 32, 32)),
-        "normal": F.normalize(torch.randn(2, 3, 32, 32), dim=1),
-        "depth_zbuffer": torch.rand(2, 1, 32, 32),
-        "keypoints2d": torch.rand(2, 1, 32, 32),
-        "edge_texture": torch.rand(2, 1, 32, 32),
-    }
-    out = model(torch.randn(2, 3, 32, 32))
-    assert out["normal"].shape == (2, 3, 5, 5)  # 32 → 16 → 9 (ceil-mode pool) → 5
-    loss = sum(task.loss(out[t], batch[t]) for t, task in tasks.items())
-    loss.backward()
-    assert all(head.branches[0].conv1.weight.grad is not None for head in model.heads.values())
+def test_half_precision_predictions_do_not_overflow_the_pixel_count():
+    # 70,000 valid pixels: more than float16 can count (max 65,504)
+    task = get_task("depth_zbuffer", "nyuv2")
+    pred = torch.full((1, 1, 70, 1000), 2.0, dtype=torch.float16)
+    target = torch.full((1, 1, 70, 1000), 1.5)
+    assert task.loss(pred, target).item() == pytest.approx(0.5)
+    seg = get_task("segment_semantic", "nyuv2")
+    logits = torch.zeros(1, 40, 70, 1000, dtype=torch.float16)
+    assert seg.loss(logits, torch.zeros(1, 70, 1000, dtype=torch.int64)).item() == pytest.approx(math.log(40), rel=1e-3)

@@ -57,8 +57,8 @@ class Task(ABC):
     supported_metrics: ClassVar[tuple[str, ...]]
     out_channels: int
 
-    def __init__(self, metrics: Sequence[str]) -> None:
-        metrics = tuple(metrics)
+    def __init__(self, metrics: str | Sequence[str]) -> None:
+        metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
         unknown = [m for m in metrics if m not in self.supported_metrics]
         if not metrics or unknown or len(set(metrics)) != len(metrics):
             raise TaskError(
@@ -88,7 +88,8 @@ def prepare(task: str, pred: Tensor, target: Tensor, channels: int, target_chann
 
     target_channels: the target's channel count, or None for a [B, H, W] label map.
     A prediction at another resolution (e.g. a head's native one) is resized bilinearly
-    (align_corners=False), as the models upsample.
+    (align_corners=False), as the models upsample. Half-precision predictions are cast
+    to float32 first, so that sums over millions of pixels cannot overflow.
     """
     if pred.dim() != 4 or pred.shape[1] != channels:
         raise TaskError(f"{task}: prediction must be [B, {channels}, h, w], got {list(pred.shape)}")
@@ -98,6 +99,8 @@ def prepare(task: str, pred: Tensor, target: Tensor, channels: int, target_chann
         raise TaskError(
             f"{task}: target must be {expected} with the prediction's batch size {pred.shape[0]}, got {list(target.shape)}"
         )
+    if pred.dtype in (torch.float16, torch.bfloat16):
+        pred = pred.float()
     size = target.shape[-2:]
     if pred.shape[-2:] != size:
         pred = F.interpolate(pred, size=size, mode="bilinear", align_corners=False)

@@ -104,9 +104,9 @@ class SegmentationMetrics(MetricAccumulator):
         pairs = target[valid] * k + labels
         self._add("confusion", torch.bincount(pairs, minlength=k * k).view(k, k))
         if "cross_entropy" in self.metrics:
-            total, norm = self.spec._cross_entropy_sum(pred.double(), target)
-            self._add("ce_sum", total)
-            self._add("ce_norm", norm)
+            total, norm = self.spec._cross_entropy_sum(pred, target)
+            self._add("ce_sum", total.double())
+            self._add("ce_norm", norm.double())
 
     def compute(self) -> dict[str, float]:
         self._require_data()
