@@ -114,8 +114,10 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
 
 
 def as_float(value: Tensor) -> float:
+    """A one-element tensor as a Python float."""
     return float(value.item())
 
 
 def count(mask: Tensor) -> Tensor:
+    """Number of true entries, as an int64 tensor on the mask's device."""
     return mask.sum(dtype=torch.int64)

@@ -1,7 +1,7 @@
 """Semantic segmentation: cross-entropy with an ignore label; mIoU from one confusion matrix."""
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +11,7 @@ from adapmtl.tasks.base import MetricAccumulator, Task, TaskError, as_float, pre
 
 IGNORE_INDEX = 255
 MiouOver = Literal["present", "all", "with_tp"]
-MIOU_CONVENTIONS: tuple[str, ...] = ("present", "all", "with_tp")
+MIOU_CONVENTIONS: tuple[str, ...] = get_args(MiouOver)
 
 
 class SegmentationTask(Task):
