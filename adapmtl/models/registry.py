@@ -1,0 +1,70 @@
+"""Models by name: `create_model(name, tasks, **kw)`, one registry, the same knobs everywhere."""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+from torch import nn
+
+from adapmtl.models.aspp import ASPPHead
+from adapmtl.models.errors import ModelError
+from adapmtl.models.mobilenetv2 import MobileNetV2
+from adapmtl.models.multitask import MultiTaskModel
+from adapmtl.models.resnet import DeeplabResNet34
+
+BackboneFactory = Callable[[float], nn.Module]
+"""width → a backbone module with an `out_channels` attribute."""
+
+_BACKBONES: dict[str, BackboneFactory] = {}
+
+
+def register_model(name: str, backbone: BackboneFactory) -> None:
+    """Make `create_model(name, ...)` build `backbone(width)` with one ASPP head per task."""
+    if name in _BACKBONES:
+        raise ModelError(f"a model named {name!r} is already registered")
+    _BACKBONES[name] = backbone
+
+
+def available_models() -> list[str]:
+    """The names `create_model` accepts, sorted."""
+    return sorted(_BACKBONES)
+
+
+def create_model(
+    name: str,
+    tasks: Mapping[str, int],
+    *,
+    width: float = 1.0,
+    head_channels: int = 1024,
+    upsample: bool = True,
+) -> MultiTaskModel:
+    """Build a multitask model: the named backbone + one ASPP head per task.
+
+    name: "deeplab_resnet34" or "mobilenetv2" (see `available_models()`).
+    tasks: {task_name: output channels}, e.g. {"segment_semantic": 40, "normal": 3,
+        "depth_zbuffer": 1}; the heads follow this order.
+    width: backbone channel multiplier (1.0 = the paper).
+    head_channels: hidden channels of each ASPP branch (1024 = the paper).
+    upsample: return outputs at the input's resolution (True) or the heads' own.
+    Defaults give exactly the paper's architecture, initialised as the paper trains it
+    (from scratch). Returns a `MultiTaskModel` with `.backbone` and `.heads[task]`.
+    """
+    if name not in _BACKBONES:
+        raise ModelError(f"unknown model {name!r}; expected one of {available_models()}")
+    if not isinstance(tasks, Mapping) or not tasks:
+        raise ModelError(f"tasks must be a non-empty {{task_name: out_channels}} mapping, got {tasks!r}")
+    for task, channels in tasks.items():
+        if not isinstance(task, str) or not task:
+            raise ModelError(f"task names must be non-empty strings, got {task!r}")
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ModelError(f"tasks[{task!r}] must be a positive int (output channels), got {channels!r}")
+    if not width > 0:
+        raise ModelError(f"width must be > 0, got {width!r}")
+    if isinstance(head_channels, bool) or not isinstance(head_channels, int) or head_channels < 1:
+        raise ModelError(f"head_channels must be a positive int, got {head_channels!r}")
+    backbone = _BACKBONES[name](width)
+    heads = {task: ASPPHead(backbone.out_channels, channels, head_channels) for task, channels in tasks.items()}
+    return MultiTaskModel(backbone, heads, upsample=upsample)
+
+
+register_model("deeplab_resnet34", DeeplabResNet34)
+register_model("mobilenetv2", MobileNetV2)

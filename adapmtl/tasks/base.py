@@ -1,0 +1,123 @@
+"""What every task shares: the Task interface, streaming metric state, shape checks."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from adapmtl.errors import AdapMTLError
+from adapmtl.metrics import HIGHER_IS_BETTER
+
+
+class TaskError(AdapMTLError, ValueError):
+    """A task, its metric set, or a prediction/target pair is not what was expected."""
+
+
+class MetricAccumulator(ABC):
+    """Streams a task's metrics over a whole evaluation set.
+
+    `update(pred, target)` once per batch (no gradients are kept), `compute()` at the end
+    → {metric: float}. Every tensor in `state` is a sum over batches, so distributed
+    evaluation can all-reduce each with SUM before `compute()`. `reset()` starts over.
+    """
+
+    def __init__(self, task: str, metrics: tuple[str, ...]) -> None:
+        self.task = task
+        self.metrics = metrics
+        self.state: dict[str, Tensor] = {}
+
+    def reset(self) -> None:
+        """Forget every batch seen so far."""
+        self.state = {}
+
+    def _add(self, name: str, value: Tensor) -> None:
+        value = value.detach()
+        self.state[name] = self.state[name] + value if name in self.state else value.clone()
+
+    def _require_data(self) -> None:
+        if not self.state:
+            raise TaskError(f"{self.task}: no valid pixels were accumulated; call update() with data first")
+
+    @abstractmethod
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add one batch: model output and target as the task documents them."""
+
+    @abstractmethod
+    def compute(self) -> dict[str, float]:
+        """The requested metrics over everything seen, in `self.metrics` order."""
+
+
+class Task(ABC):
+    """One task: its loss, a fresh metric accumulator, and its metrics' directions."""
+
+    name: ClassVar[str]
+    supported_metrics: ClassVar[tuple[str, ...]]
+    out_channels: int
+
+    def __init__(self, metrics: str | Sequence[str]) -> None:
+        metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+        unknown = [m for m in metrics if m not in self.supported_metrics]
+        if not metrics or unknown or len(set(metrics)) != len(metrics):
+            raise TaskError(
+                f"{self.name}: metrics must be distinct names from {list(self.supported_metrics)}, got {list(metrics)}"
+            )
+        self.metrics = metrics
+
+    @property
+    def directions(self) -> dict[str, bool]:
+        """{metric: True if higher is better}, for `adapmtl.metrics.delta_t`."""
+        return {m: HIGHER_IS_BETTER[m] for m in self.metrics}
+
+    @abstractmethod
+    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The training loss of one batch: a scalar tensor with gradients to `pred`."""
+
+    @abstractmethod
+    def accumulator(self) -> MetricAccumulator:
+        """A fresh accumulator of this task's metrics."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(out_channels={self.out_channels}, metrics={list(self.metrics)})"
+
+
+def prepare(task: str, pred: Tensor, target: Tensor, channels: int, target_channels: int | None) -> Tensor:
+    """Check a [B, C, h, w] prediction against its target; return it at the target's resolution.
+
+    target_channels: the target's channel count, or None for a [B, H, W] label map.
+    A prediction at another resolution (e.g. a head's native one) is resized bilinearly
+    (align_corners=False), as the models upsample. Half-precision predictions are cast
+    to float32 first, so that sums over millions of pixels cannot overflow.
+    """
+    if pred.dim() != 4 or pred.shape[1] != channels:
+        raise TaskError(f"{task}: prediction must be [B, {channels}, h, w], got {list(pred.shape)}")
+    expected = "[B, H, W]" if target_channels is None else f"[B, {target_channels}, H, W]"
+    target_ok = target.dim() == 3 if target_channels is None else (target.dim() == 4 and target.shape[1] == target_channels)
+    if not target_ok or target.shape[0] != pred.shape[0]:
+        raise TaskError(
+            f"{task}: target must be {expected} with the prediction's batch size {pred.shape[0]}, got {list(target.shape)}"
+        )
+    if pred.dtype in (torch.float16, torch.bfloat16):
+        pred = pred.float()
+    size = target.shape[-2:]
+    if pred.shape[-2:] != size:
+        pred = F.interpolate(pred, size=size, mode="bilinear", align_corners=False)
+    return pred
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of `values` where `mask` is true; 0 (still differentiable) where nothing is valid."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def as_float(value: Tensor) -> float:
+    """A one-element tensor as a Python float."""
+    return float(value.item())
+
+
+def count(mask: Tensor) -> Tensor:
+    """Number of true entries, as an int64 tensor on the mask's device."""
+    return mask.sum(dtype=torch.int64)
