@@ -2,7 +2,7 @@
 
 The public API, re-exported; see README.md.
 """
-from adapmtl import errors
+from adapmtl import errors, metrics, models, tasks
 from adapmtl.sparsity import (
     FinalizeReport,
     SparsityController,
@@ -17,6 +17,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "errors",
+    "metrics",
+    "models",
+    "tasks",
     "FinalizeReport",
     "SparsityController",
     "SparsityReport",

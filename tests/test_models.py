@@ -11,15 +11,6 @@ NYU = {"segment_semantic": 40, "normal": 3, "depth_zbuffer": 1}
 TASKONOMY = {"segment_semantic": 17, "normal": 3, "depth_zbuffer": 1, "keypoints2d": 1, "edge_texture": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small forwards run ~20× faster on one thread when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def conv_weights(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.dim() == 4)
 
