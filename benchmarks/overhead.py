@@ -3,7 +3,7 @@
 Both models are trained side by side in one run, in alternating rounds, so machine
 noise hits both alike; the printed figure is the median of the per-round ratios.
 
-    python benchmarks/overhead.py [--rounds 15] [--steps 10]
+    python benchmarks/overhead.py [--rounds 15] [--steps 10] [--threads N]
 """
 from __future__ import annotations
 
@@ -66,7 +66,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=10, help="training steps per round and variant")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     total = (args.rounds + 1) * args.steps
     variants = {
         "dense": make_trainer(False, False, total),
