@@ -38,7 +38,7 @@ def resize(sample: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, 
         if key == "image":
             y = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         else:
-            y = F.interpolate(x.float(), size=size, mode="nearest").to(value.dtype)
+            y = F.interpolate(x.float(), size=size, mode="nearest-exact").to(value.dtype)
         out[key] = y[0, 0] if value.ndim == 2 else y[0]
     return out
 
