@@ -63,8 +63,8 @@ def _rotation_y(angle: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def _hit_box(shape: _Shape, origin: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Entry distance (inf where missed) and world normal of rays against a box turned by ``yaw``."""
+def _hit_box(shape: _Shape, origin: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """Entry distance of rays [P, 3] into a box turned by ``yaw`` about the vertical (inf where missed)."""
     rot = _rotation_y(shape.yaw)
     o = (origin - shape.center) @ rot  # into the box frame (rows times R = R^T applied)
     d = direction @ rot
@@ -72,32 +72,25 @@ def _hit_box(shape: _Shape, origin: np.ndarray, direction: np.ndarray) -> tuple[
     inv = 1.0 / d
     t1, t2 = (-shape.size - o) * inv, (shape.size - o) * inv
     near, far = np.minimum(t1, t2), np.maximum(t1, t2)
-    nx, ny, nz = near[:, 0], near[:, 1], near[:, 2]
-    t_near = np.maximum(np.maximum(nx, ny), nz)
+    t_near = np.maximum(np.maximum(near[:, 0], near[:, 1]), near[:, 2])
     t_far = np.minimum(np.minimum(far[:, 0], far[:, 1]), far[:, 2])
-    t = np.where((t_near <= t_far) & (t_near > _EPS), t_near, np.inf)
-    local = np.zeros_like(d)
-    for axis, n_axis in enumerate((nx, ny, nz)):
-        local[:, axis] = np.where(n_axis == t_near, -np.sign(d[:, axis]), 0.0)
-    return t, local @ rot.T
+    return np.where((t_near <= t_far) & (t_near > _EPS), t_near, np.inf)
 
 
-def _hit_sphere(shape: _Shape, origin: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _hit_sphere(shape: _Shape, origin: np.ndarray, direction: np.ndarray) -> np.ndarray:
     oc = origin - shape.center
-    b = np.einsum("ij,ij->i", oc, direction) if oc.ndim == 2 else direction @ oc
+    b = (oc * direction).sum(axis=-1)
     c = (oc * oc).sum(axis=-1) - shape.size[0] ** 2
     disc = b * b - c
     t = -b - np.sqrt(np.maximum(disc, 0.0))
-    t = np.where((disc > 0) & (t > _EPS), t, np.inf)
-    point = origin + np.where(np.isfinite(t), t, 0.0)[:, None] * direction
-    return t, (point - shape.center) / shape.size[0]
+    return np.where((disc > 0) & (t > _EPS), t, np.inf)
 
 
-def _hit_cylinder(shape: _Shape, origin: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Upright cylinder on the floor: side and top cap."""
+def _hit_cylinder(shape: _Shape, origin: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """Upright cylinder standing on the floor: side and top cap."""
     radius, height = shape.size
-    o = origin - shape.center
-    ox, oy, oz = (o[:, 0], o[:, 1], o[:, 2]) if o.ndim == 2 else o
+    o = np.broadcast_to(origin - shape.center, direction.shape)
+    ox, oy, oz = o[:, 0], o[:, 1], o[:, 2]
     dx, dy, dz = direction[:, 0], direction[:, 1], direction[:, 2]
     a = np.maximum(dx * dx + dz * dz, 1e-12)
     b = ox * dx + oz * dz
@@ -106,18 +99,28 @@ def _hit_cylinder(shape: _Shape, origin: np.ndarray, direction: np.ndarray) -> t
     t_side = (-b - np.sqrt(np.maximum(disc, 0.0))) / a
     y_side = oy + t_side * dy
     t_side = np.where((disc > 0) & (t_side > _EPS) & (y_side >= 0) & (y_side <= height), t_side, np.inf)
-    safe_dy = np.where(np.abs(dy) < 1e-12, 1e-12, dy)
-    t_cap = (height - oy) / safe_dy
+    t_cap = (height - oy) / np.where(np.abs(dy) < 1e-12, 1e-12, dy)
     cx, cz = ox + t_cap * dx, oz + t_cap * dz
     t_cap = np.where((t_cap > _EPS) & (cx * cx + cz * cz <= radius**2), t_cap, np.inf)
-    side = t_side <= t_cap
-    t = np.minimum(t_side, t_cap)
-    finite_t = np.where(np.isfinite(t), t, 0.0)
-    normal = np.zeros_like(direction)
-    normal[:, 0] = np.where(side, (ox + finite_t * dx) / radius, 0.0)
-    normal[:, 2] = np.where(side, (oz + finite_t * dz) / radius, 0.0)
-    normal[:, 1] = np.where(side, 0.0, 1.0)
-    return t, normal
+    return np.minimum(t_side, t_cap)
+
+
+def _surface_normal(shape: _Shape, points: np.ndarray) -> np.ndarray:
+    """Outward world normals of ``shape`` at ``points`` [P, 3] lying on its surface."""
+    if shape.kind == "sphere":
+        return (points - shape.center) / shape.size[0]
+    if shape.kind == "cylinder":
+        radius, height = shape.size
+        local = points - shape.center
+        radial = local * np.array([1.0, 0.0, 1.0]) / radius
+        on_cap = (local[:, 1] > height - 1e-6) & ((radial**2).sum(axis=1) < 1 - 1e-6)
+        return np.where(on_cap[:, None], np.array([0.0, 1.0, 0.0]), radial)
+    rot = _rotation_y(shape.yaw)
+    scaled = ((points - shape.center) @ rot) / shape.size
+    axis = np.abs(scaled).argmax(axis=1)
+    local = np.zeros_like(scaled)
+    local[np.arange(len(points)), axis] = np.sign(scaled[np.arange(len(points)), axis])
+    return local @ rot.T
 
 
 _HIT = {"box": _hit_box, "sphere": _hit_sphere, "cylinder": _hit_cylinder}
@@ -295,15 +298,19 @@ def render_scene(seed: int | Sequence[int], size: tuple[int, int] = (96, 128)) -
     t, surface, normal = _room_hit(scene, origin, rays)
     labels = np.select([surface == 0, surface == 1], [0, 2], 1)
     albedo = _PALETTE[labels].copy()
+    hit = np.full(len(t), -1)
     for index, shape in enumerate(scene.shapes):
-        t_obj, n_obj = _HIT[shape.kind](shape, origin, rays)
+        t_obj = _HIT[shape.kind](shape, origin, rays)
         closer = t_obj < t
         t = np.where(closer, t_obj, t)
-        normal[closer] = n_obj[closer]
-        surface[closer] = 6 + index
-        labels[closer] = shape.label
-        albedo[closer] = shape.color
+        hit[closer] = index
     points = origin + t[:, None] * rays
+    for index, shape in enumerate(scene.shapes):
+        mine = hit == index
+        normal[mine] = _surface_normal(shape, points[mine])
+        surface[mine] = 6 + index
+        labels[mine] = shape.label
+        albedo[mine] = shape.color
 
     to_light = scene.light - points
     light_dist = np.linalg.norm(to_light, axis=1)
@@ -311,7 +318,7 @@ def render_scene(seed: int | Sequence[int], size: tuple[int, int] = (96, 128)) -
     shadow_origin = points + normal * 1e-3
     lit = np.ones(len(t), dtype=bool)
     for shape in scene.shapes:
-        t_block, _ = _HIT[shape.kind](shape, shadow_origin, to_light)
+        t_block = _HIT[shape.kind](shape, shadow_origin, to_light)
         lit &= ~(t_block < light_dist)
     lambert = np.clip((normal * to_light).sum(axis=1), 0.0, 1.0) * lit
     brightness = 0.22 + 2.2 * lambert / (1.0 + 0.12 * light_dist**2)
