@@ -4,7 +4,8 @@ A scene is a room (floor, four walls, ceiling) holding cabinets and tables (boxe
 the vertical), balls (spheres), bins (upright cylinders) and pictures (thin boxes on a wall). One
 primary ray per pixel (all pixels at once) finds the nearest surface; from that one hit come
 
-- the image: albedo by class (with per-object jitter and a world-space texture) lit by a point
+- the image: albedo (room surfaces: tinted per scene; objects: half class colour, half random, so
+  colour hints at the class and shape settles it; a world-space texture) lit by a point
   light under the ceiling with distance falloff, Lambert shading and cast shadows, plus ambient
   light, gamma and a little sensor noise, so shading carries the geometry;
 - ``segment_semantic``: the class of the hit (:data:`SCENE_CLASSES`, no ignore pixels);
@@ -135,6 +136,7 @@ class _Scene:
     light: np.ndarray
     shapes: list[_Shape]
     texture: np.ndarray  # random frequencies/phases for the world-space textures
+    room_colors: np.ndarray  # albedo of floor, wall, ceiling
     noise_seed: int
 
 
@@ -165,7 +167,8 @@ def _draw_scene(rng: np.random.Generator) -> _Scene:
         x = np.clip(camera[0] + np.sin(angle) * dist, -width / 2 + 0.4, width / 2 - 0.4)
         z = np.clip(camera[2] + np.cos(angle) * dist, -depth / 2 + 0.4, depth / 2 - 0.4)
         label = SCENE_CLASSES.index(kind)
-        color = np.clip(_PALETTE[label] * rng.uniform(0.75, 1.2) + rng.normal(0, 0.04, 3), 0.05, 1.0)
+        # half class colour, half random: appearance hints at the class, shape must settle it
+        color = np.clip(0.5 * _PALETTE[label] * rng.uniform(0.75, 1.2) + 0.5 * rng.uniform(0.1, 0.95, 3), 0.05, 1.0)
         if kind == "cabinet":
             half = np.array([rng.uniform(0.25, 0.6), rng.uniform(0.45, 1.0), rng.uniform(0.2, 0.4)])
             shapes.append(_Shape("box", label, np.array([x, half[1], z]), half, rng.uniform(0, np.pi), color))
@@ -191,7 +194,8 @@ def _draw_scene(rng: np.random.Generator) -> _Scene:
         color = np.clip(rng.uniform(0.15, 0.95, 3), 0.05, 1.0)
         shapes.append(_Shape("box", SCENE_CLASSES.index("picture"), center, half, yaw_p, color))
     texture = rng.uniform(0.0, 1.0, size=8)
-    return _Scene(room, camera, rotation, hfov, light, shapes, texture, int(rng.integers(2**31)))
+    room_colors = np.clip(_PALETTE[:3] * rng.uniform(0.6, 1.15, size=(3, 3)), 0.05, 1.0)  # floor, wall, ceiling tints
+    return _Scene(room, camera, rotation, hfov, light, shapes, texture, room_colors, int(rng.integers(2**31)))
 
 
 def _room_hit(scene: _Scene, origin: np.ndarray, direction: np.ndarray):
@@ -297,7 +301,7 @@ def render_scene(seed: int | Sequence[int], size: tuple[int, int] = (96, 128)) -
 
     t, surface, normal = _room_hit(scene, origin, rays)
     labels = np.select([surface == 0, surface == 1], [0, 2], 1)
-    albedo = _PALETTE[labels].copy()
+    albedo = scene.room_colors[labels]
     hit = np.full(len(t), -1)
     for index, shape in enumerate(scene.shapes):
         t_obj = _HIT[shape.kind](shape, origin, rays)
@@ -367,13 +371,12 @@ class SyntheticScenes(MultitaskDataset):
         transform: Transform | None = None,
         normalize: str = "imagenet",
     ) -> None:
-        super().__init__(transform, seed)
+        super().__init__(transform, seed, normalize)
         self.n = int(n)
         self.size = (int(size[0]), int(size[1]))
         self.tasks = check_tasks(tasks, TASKS, "SyntheticScenes")
         self.num_classes = len(SCENE_CLASSES)
         self.class_names = SCENE_CLASSES
-        self.normalize = normalize
 
     def __len__(self) -> int:
         return self.n
