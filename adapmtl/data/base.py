@@ -44,6 +44,14 @@ class DatasetError(AdapMTLError, ValueError):
     """A dataset folder or file is missing, unreadable, or holds values of the wrong shape, type or range."""
 
 
+def dataset_root(root: str | Path) -> Path:
+    """``root`` as a Path, after checking it is an existing folder."""
+    path = Path(root)
+    if not path.is_dir():
+        raise DatasetError(f"{path}: dataset folder does not exist")
+    return path
+
+
 def check_tasks(tasks: Sequence[str] | None, available: Sequence[str], where: str) -> tuple[str, ...]:
     """Return ``tasks`` (default: all ``available``) after checking every name is available."""
     if tasks is None:
@@ -199,9 +207,12 @@ class MultitaskDataset(torch.utils.data.Dataset):
     tasks: tuple[str, ...]
     num_classes: int
 
-    def __init__(self, transform: Transform | None, seed: int) -> None:
+    def __init__(self, transform: Transform | None, seed: int, normalize: str) -> None:
+        if normalize not in NORMALIZATIONS:
+            raise DatasetError(f"unknown image normalisation {normalize!r}; expected one of {list(NORMALIZATIONS)}")
         self.transform = transform
         self.seed = int(seed)
+        self.normalize = normalize
         self.epoch = 0
 
     @property

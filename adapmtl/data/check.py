@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from adapmtl.data.base import IGNORE_INDEX, DatasetError, MultitaskDataset
+from adapmtl.data.base import IGNORE_INDEX, DatasetError, MultitaskDataset, dataset_root
 from adapmtl.data.nyuv2 import ADASHARE_JSON, NYUv2, detect_nyuv2_format
 from adapmtl.data.taskonomy import SPLIT_FILE, Taskonomy
 
@@ -109,9 +109,7 @@ def check_dataset(root: str | Path, limit: int | None = None) -> CheckReport:
     folders as one split ``"all"`` when there is none; missing files are reported, not fatal.
     Raises :class:`DatasetError` only when the folder is not a dataset at all.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: dataset folder does not exist")
+    root = dataset_root(root)
     report = CheckReport(root, detect_format(root))
     if report.format.startswith("nyuv2"):
         for split in ("train", "val", "test"):

@@ -36,6 +36,7 @@ from adapmtl.data.base import (
     check_labels,
     check_same_size,
     check_tasks,
+    dataset_root,
     read_npy,
     read_png,
     to_sample,
@@ -139,10 +140,8 @@ class NYUv2(MultitaskDataset):
         split_seed: int = 0,
         seed: int = 0,
     ) -> None:
-        super().__init__(transform, seed)
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DatasetError(f"{self.root}: dataset folder does not exist")
+        super().__init__(transform, seed, normalize)
+        self.root = dataset_root(root)
         if split not in SPLITS:
             raise DatasetError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
         self.format = detect_nyuv2_format(self.root) if format == "auto" else format
@@ -151,7 +150,6 @@ class NYUv2(MultitaskDataset):
         self.split = split
         self.tasks = check_tasks(tasks, NYU_TASKS, "NYUv2")
         self.num_classes = _NUM_CLASSES[self.format]
-        self.normalize = normalize
         read = _adashare_entries if self.format == "adashare" else _mtan_entries
         self.files = read(self.root, split, val_fraction, split_seed)
 

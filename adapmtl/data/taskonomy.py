@@ -40,6 +40,7 @@ from adapmtl.data.base import (
     Transform,
     check_same_size,
     check_tasks,
+    dataset_root,
     read_png,
     to_sample,
     unit_normals,
@@ -146,16 +147,13 @@ class Taskonomy(MultitaskDataset):
         normalize: str = "imagenet",
         seed: int = 0,
     ) -> None:
-        super().__init__(transform, seed)
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DatasetError(f"{self.root}: dataset folder does not exist")
+        super().__init__(transform, seed, normalize)
+        self.root = dataset_root(root)
         if missing not in ("error", "skip"):
             raise DatasetError(f"missing must be 'error' or 'skip', got {missing!r}")
         self.split = split
         self.tasks = check_tasks(tasks, TASKS, "Taskonomy")
         self.num_classes = TASKONOMY_CLASSES
-        self.normalize = normalize
         if buildings is None:
             if not (self.root / SPLIT_FILE).is_file():
                 raise DatasetError(f"{self.root}: no buildings given and no {SPLIT_FILE}; pass buildings=[...] or a split file")
