@@ -156,6 +156,13 @@ def test_taskonomy_building_lists(taskonomy_root, tmp_path):
     official = tmp_path / "train_val_test_tiny.csv"
     official.write_text("id,train,val,test\nsynth000,0,0,1\nsynth001,1,0,0\nsynth002,0,0,1\n")
     assert Taskonomy(taskonomy_root, "test", buildings=official).buildings == ["synth000", "synth002"]
+    official.write_text("synth000,0,0,1\nsynth001,1,0,0\nsynth002,0,1,0\n")  # no header
+    assert Taskonomy(taskonomy_root, "train", buildings=official).buildings == ["synth001"]
+    official.write_text("synth000,0,0\n")
+    with pytest.raises(DatasetError, match="row 1 is not 'name,train,val,test'"):
+        Taskonomy(taskonomy_root, buildings=official)
+    with pytest.raises(DatasetError, match="allensville/rgb: missing folder"):
+        Taskonomy(taskonomy_root, "train", buildings="tiny")
     tasks = Taskonomy(taskonomy_root, "train", tasks=["edge_texture"])
     assert set(tasks[0]) == {"image", "edge_texture"} and tasks.task_channels == {"edge_texture": 1}
 

@@ -17,9 +17,9 @@ then put into this library's sample format; see :mod:`adapmtl.data.base`):
   (AdaShare/DiSparse clip raw / 2^16 to [0, 0.005] resp. [0, 0.08] and map that linearly to
   [-1, 1]; we map the same interval to [0, 1].)
 
-Splits are lists of buildings: pass the names, or a file: the official CSV
-(``id,train,val,test`` header, a row per building with 1/0 flags, e.g. ``train_val_test_tiny.csv``)
-or a text file with one building per line (all of them in the requested split). With neither,
+Splits are lists of buildings: pass the names, ``"tiny"`` (:data:`TINY_SPLIT`), or a file: the
+official CSV (rows ``name,train,val,test`` with 1/0 flags, e.g. ``train_val_test_tiny.csv``) or a
+text file with one building per line (all of them in the requested split). With none of these,
 ``<root>/splits.csv`` (official CSV format) is used if present.
 """
 from __future__ import annotations
@@ -60,8 +60,28 @@ def domain_path(root: Path, building: str, point: str, view: str, domain: str) -
     return root / building / domain / f"point_{point}_view_{view}_domain_{domain}.png"
 
 
+TINY_SPLIT: dict[str, tuple[str, ...]] = {
+    "train": (
+        "allensville", "beechwood", "benevolence", "coffeen", "cosmos", "forkland", "hanson", "hiteman",
+        "klickitat", "lakeville", "leonardo", "lindenwood", "marstons", "merom", "mifflinburg", "newfields",
+        "onaga", "pinesdale", "pomaria", "ranchester", "shelbyville", "stockman", "tolstoy", "wainscott",
+        "woodbine",
+    ),
+    "val": ("collierville", "corozal", "darden", "markleeville", "wiconisco"),
+    "test": ("ihlen", "mcdade", "muleshoe", "noxapater", "uvalda"),
+}
+"""The buildings of the Tiny-Taskonomy split (25 train, 5 val, 5 test); ``buildings="tiny"``."""
+
+
 def read_buildings(source: str | Path | Sequence[str], split: str) -> list[str]:
-    """Building names of ``split`` from a list, the official CSV, or a one-per-line text file."""
+    """Building names of ``split`` from a list, ``"tiny"``, the official CSV, or a one-per-line text file.
+
+    The official CSV has rows ``name,train,val,test`` with 1/0 flags (a header row is skipped).
+    """
+    if isinstance(source, str) and source == "tiny":
+        if split not in TINY_SPLIT:
+            raise DatasetError(f"the tiny split has no {split!r} part; expected one of {list(TINY_SPLIT)}")
+        return list(TINY_SPLIT[split])
     if not isinstance(source, (str, Path)):
         return [str(b) for b in source]
     path = Path(source)
@@ -70,10 +90,17 @@ def read_buildings(source: str | Path | Sequence[str], split: str) -> list[str]:
     lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not lines or "," not in lines[0]:
         return lines
-    rows = list(csv.DictReader(lines))
-    if not rows or "id" not in rows[0] or split not in rows[0]:
-        raise DatasetError(f"{path}: expected a CSV header 'id,train,val,test' with a {split!r} column")
-    return [row["id"].strip() for row in rows if str(row[split]).strip() in ("1", "1.0", "True", "true")]
+    if split not in ("train", "val", "test"):
+        raise DatasetError(f"{path}: a split CSV has train, val and test columns, not {split!r}")
+    column = ("train", "val", "test").index(split) + 1
+    rows = [row for row in csv.reader(lines)]
+    flags = {"0", "1", "0.0", "1.0", "true", "false"}
+    if not all(c.strip().lower() in flags for c in rows[0][1:]):
+        rows = rows[1:]  # header
+    bad = [i for i, row in enumerate(rows) if len(row) != 4 or not all(c.strip().lower() in flags for c in row[1:])]
+    if bad:
+        raise DatasetError(f"{path}: row {bad[0] + 1} is not 'name,train,val,test' with 0/1 flags: {rows[bad[0]]}")
+    return [row[0].strip() for row in rows if row[column].strip().lower() in ("1", "1.0", "true")]
 
 
 def encode_taskonomy(task: str, value: np.ndarray) -> np.ndarray:
@@ -125,7 +152,7 @@ class Taskonomy(MultitaskDataset):
         root: the folder holding one sub-folder per building.
         split: ``"train"``, ``"val"`` or ``"test"`` (selects the CSV column; ignored for a list).
         tasks: subset of the five canonical tasks (default all five).
-        buildings: building names, or a split file; ``None`` = ``<root>/splits.csv``.
+        buildings: building names, ``"tiny"``, or a split file; ``None`` = ``<root>/splits.csv``.
         missing: ``"error"`` (default) raises naming the first missing file and the count;
             ``"skip"`` drops samples lacking a needed file and counts them in ``skipped``.
         transform: e.g. ``TrainTransform(224, resize_to=256)``; ``None`` = full resolution.
