@@ -235,6 +235,13 @@ def test_bad_taskonomy_labels_and_folders(taskonomy_root, tmp_path):
         Taskonomy(root, buildings=["nowhere"])
 
 
+def test_rgba_image_is_read_as_rgb(nyu_root, tmp_path):
+    root = _copy(nyu_root, tmp_path / "d")
+    rgb = np.array(Image.open(root / "img/0006.png"))
+    Image.fromarray(np.dstack([rgb, np.full(SIZE, 255, np.uint8)])).save(root / "img/0006.png")
+    assert torch.equal(NYUv2(root, "test")[0]["image"], NYUv2(nyu_root, "test")[0]["image"])
+
+
 def test_bad_folders_and_arguments(tmp_path, nyu_root):
     with pytest.raises(DatasetError, match="not an NYU-v2 folder"):
         NYUv2(tmp_path)
@@ -244,6 +251,10 @@ def test_bad_folders_and_arguments(tmp_path, nyu_root):
         NYUv2(nyu_root, "dev")
     with pytest.raises(DatasetError, match="unknown or empty task list"):
         NYUv2(nyu_root, tasks=["keypoints2d"])
+    with pytest.raises(DatasetError, match="unknown image normalisation"):
+        NYUv2(nyu_root, normalize="rgb")
+    with pytest.raises(DatasetError, match="at least 3 buildings"):
+        write_synthetic(tmp_path / "w", "taskonomy", n=2, size=SIZE, progress=False)
     (tmp_path / "nyu_v2_3task.json").write_text("{broken")
     with pytest.raises(DatasetError, match="unreadable JSON"):
         NYUv2(tmp_path)

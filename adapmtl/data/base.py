@@ -113,6 +113,8 @@ def read_png(path: Path, channels: int, dtype: str) -> np.ndarray:
         if array.min() < 0 or array.max() > 65535:
             raise DatasetError(f"{path}: expected 16-bit values 0..65535, found {array.min()}..{array.max()}")
         array = array.astype(np.uint16)
+    if channels == 3 and array.ndim == 3 and array.shape[2] == 4:
+        array = array[..., :3]  # RGBA: the alpha channel carries nothing here
     if channels == 1 and array.ndim == 3 and array.shape[2] in (3, 4) and (array[..., :3] == array[..., :1]).all():
         array = array[..., 0]  # grey stored as RGB: identical channels carry one value
     expected = (2,) if channels == 1 else (3,)

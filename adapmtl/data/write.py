@@ -17,9 +17,9 @@ FORMATS = ("nyuv2", "taskonomy")
 
 
 def _split_counts(total: int, fractions: tuple[float, float]) -> tuple[int, int, int]:
-    """(train, val, test) sizes for ``total`` items with val/test ``fractions``; at least one each."""
+    """(train, val, test) numbers of ``total`` buildings with val/test ``fractions``; at least one each."""
     if total < 3:
-        raise DatasetError(f"need at least 3 items to make train/val/test splits, got {total}")
+        raise DatasetError(f"need at least 3 buildings (one per split) to make train/val/test, got {total}; raise n or buildings")
     n_val, n_test = (max(1, round(f * total)) for f in fractions)
     return total - n_val - n_test, n_val, n_test
 
