@@ -198,7 +198,7 @@ def _draw_scene(rng: np.random.Generator) -> _Scene:
     return _Scene(room, camera, rotation, hfov, light, shapes, texture, room_colors, int(rng.integers(2**31)))
 
 
-def _room_hit(scene: _Scene, origin: np.ndarray, direction: np.ndarray):
+def _room_hit(scene: _Scene, origin: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exit distance, surface id (0 floor, 1 ceiling, 2-5 walls) and inward normal for rays inside the room."""
     w, h, d = scene.room
     lo, hi = np.array([-w / 2, 0.0, -d / 2]), np.array([w / 2, h, d / 2])
