@@ -1,0 +1,119 @@
+"""Joint transforms: one random draw applied to the image and every target of a sample.
+
+Both transforms are callables ``(sample, rng) -> sample`` on the sample dicts of
+:mod:`adapmtl.data.base`; datasets pass them a seeded ``numpy.random.Generator``.
+The image is resized bilinearly; targets nearest-neighbour (so labels stay labels and
+the invalid encodings stay exact).
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from adapmtl.data.base import IGNORE_INDEX
+
+PAD_VALUES: Mapping[str, float] = {
+    "image": 0.0,  # the mean colour after normalisation
+    "segment_semantic": IGNORE_INDEX,
+    "normal": 0.0,  # the invalid normal
+    "depth_zbuffer": 0.0,  # invalid depth
+    "keypoints2d": 0.0,
+    "edge_texture": 0.0,
+}
+"""What padding holds per key: ignore/invalid for targets that have one, 0 otherwise."""
+
+
+def _size(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def resize(sample: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Resize every entry to ``size`` = (H, W): image bilinear, targets nearest."""
+    out = {}
+    for key, value in sample.items():
+        x = value[None, None] if value.ndim == 2 else value[None]
+        if key == "image":
+            y = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        else:
+            y = F.interpolate(x.float(), size=size, mode="nearest-exact").to(value.dtype)
+        out[key] = y[0, 0] if value.ndim == 2 else y[0]
+    return out
+
+
+def hflip(sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Mirror left-right; the normals' x component is negated (invalid (0,0,0) stays (0,0,0))."""
+    out = {key: value.flip(-1) for key, value in sample.items()}
+    if "normal" in out:
+        out["normal"] = out["normal"] * torch.tensor([-1.0, 1.0, 1.0]).view(3, 1, 1) + 0.0
+    return out
+
+
+def crop_or_pad(
+    sample: dict[str, torch.Tensor], size: tuple[int, int], rng: np.random.Generator
+) -> dict[str, torch.Tensor]:
+    """Pad (centred) to at least ``size`` with :data:`PAD_VALUES`, then crop ``size`` at a random offset."""
+    height, width = next(iter(sample.values())).shape[-2:]
+    crop_h, crop_w = size
+    pad_h, pad_w = max(crop_h - height, 0), max(crop_w - width, 0)
+    top = int(rng.integers(0, max(height + pad_h - crop_h, 0) + 1))
+    left = int(rng.integers(0, max(width + pad_w - crop_w, 0) + 1))
+    out = {}
+    for key, value in sample.items():
+        if pad_h or pad_w:
+            padding = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+            value = F.pad(value, padding, value=PAD_VALUES.get(key, 0.0))
+        out[key] = value[..., top : top + crop_h, left : left + crop_w].contiguous()
+    return out
+
+
+class TrainTransform:
+    """Training augmentation (the paper's recipe): random scale, horizontal flip, random crop/pad.
+
+    Args:
+        crop: output size (H, W) or one int for a square (NYU-v2 recipe: 321; Taskonomy: 224).
+        scale: range of the random scale factor (uniform), default (0.5, 1.5); ``None`` = no scaling.
+        flip: mirror with probability 0.5 (normals' x negated).
+        resize_to: resize to this size first (Taskonomy recipe: 256), or ``None``.
+    """
+
+    def __init__(
+        self,
+        crop: int | tuple[int, int],
+        scale: tuple[float, float] | None = (0.5, 1.5),
+        flip: bool = True,
+        resize_to: int | tuple[int, int] | None = None,
+    ) -> None:
+        self.crop = _size(crop)
+        self.scale = scale
+        self.flip = flip
+        self.resize_to = None if resize_to is None else _size(resize_to)
+
+    def __call__(self, sample: dict[str, torch.Tensor], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        if self.resize_to is not None:
+            sample = resize(sample, self.resize_to)
+        if self.scale is not None:
+            factor = float(rng.uniform(*self.scale))
+            height, width = next(iter(sample.values())).shape[-2:]
+            sample = resize(sample, (max(int(height * factor), 1), max(int(width * factor), 1)))
+        if self.flip and rng.random() < 0.5:
+            sample = hflip(sample)
+        return crop_or_pad(sample, self.crop, rng)
+
+    def __repr__(self) -> str:
+        return f"TrainTransform(crop={self.crop}, scale={self.scale}, flip={self.flip}, resize_to={self.resize_to})"
+
+
+class EvalTransform:
+    """Evaluation: full resolution (``size=None``) or a deterministic resize to ``size`` (H, W)."""
+
+    def __init__(self, size: int | tuple[int, int] | None = None) -> None:
+        self.size = None if size is None else _size(size)
+
+    def __call__(self, sample: dict[str, torch.Tensor], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        return sample if self.size is None else resize(sample, self.size)
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(size={self.size})"
