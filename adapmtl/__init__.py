@@ -2,7 +2,7 @@
 
 The public API, re-exported; see README.md.
 """
-from adapmtl import errors, metrics, models, tasks
+from adapmtl import data, errors, metrics, models, tasks
 from adapmtl.sparsity import (
     FinalizeReport,
     SparsityController,
@@ -16,6 +16,7 @@ from adapmtl.sparsity import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "data",
     "errors",
     "metrics",
     "models",
