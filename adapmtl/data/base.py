@@ -230,10 +230,15 @@ class MultitaskDataset(torch.utils.data.Dataset):
         """The decoded sample ``index`` at full resolution, before any transform."""
         raise NotImplementedError
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Sample ``index``; an ``(epoch, index)`` pair fixes the epoch of the random draw
+        explicitly (what the training engine passes, so resuming and workers change nothing)."""
+        epoch = self.epoch
+        if isinstance(index, tuple):
+            epoch, index = index
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} samples")
         sample = self.load(index)
         if self.transform is not None:
-            sample = self.transform(sample, np.random.default_rng([self.seed, self.epoch, index]))
+            sample = self.transform(sample, np.random.default_rng([self.seed, epoch, index]))
         return sample

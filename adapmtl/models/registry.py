@@ -36,6 +36,7 @@ def create_model(
     width: float = 1.0,
     head_channels: int = 1024,
     upsample: bool = True,
+    dropout: float = 0.5,
 ) -> MultiTaskModel:
     """Build a multitask model: the named backbone + one ASPP head per task.
 
@@ -45,6 +46,7 @@ def create_model(
     width: backbone channel multiplier (1.0 = the paper).
     head_channels: hidden channels of each ASPP branch (1024 = the paper).
     upsample: return outputs at the input's resolution (True) or the heads' own.
+    dropout: the ASPP branches' dropout probability (0.5 = the paper).
     Defaults give exactly the paper's architecture, initialised as the paper trains it
     (from scratch). Returns a `MultiTaskModel` with `.backbone` and `.heads[task]`.
     """
@@ -61,8 +63,10 @@ def create_model(
         raise ModelError(f"width must be > 0, got {width!r}")
     if isinstance(head_channels, bool) or not isinstance(head_channels, int) or head_channels < 1:
         raise ModelError(f"head_channels must be a positive int, got {head_channels!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ModelError(f"dropout must be a probability in [0, 1), got {dropout!r}")
     backbone = _BACKBONES[name](width)
-    heads = {task: ASPPHead(backbone.out_channels, channels, head_channels) for task, channels in tasks.items()}
+    heads = {task: ASPPHead(backbone.out_channels, channels, head_channels, dropout) for task, channels in tasks.items()}
     return MultiTaskModel(backbone, heads, upsample=upsample)
 
 

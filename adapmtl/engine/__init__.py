@@ -1,0 +1,5 @@
+"""The training engine: config, loop, checkpoints, distributed, evaluation, logging."""
+from adapmtl.engine.config import Config, ConfigError, load_config
+from adapmtl.engine.trainer import NonFiniteLossError, resume, train
+
+__all__ = ["Config", "ConfigError", "NonFiniteLossError", "load_config", "resume", "train"]

@@ -1,0 +1,110 @@
+"""Datasets, task specs and batches for a run, built from its config.
+
+Batches are a pure function of the step: step s (1-based) of a run reads positions
+[(s−1)·B, s·B) of the concatenated per-epoch permutations, each drawn from
+(seed, epoch). Resuming at any step, or any number of workers or ranks, reads
+exactly the same samples with exactly the same augmentation draws.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from adapmtl.data import NYUv2, SyntheticScenes, Taskonomy
+from adapmtl.data.transforms import EvalTransform, TrainTransform
+from adapmtl.engine.config import Config, ConfigError
+from adapmtl.tasks import METRIC_SETS, Task, get_task
+
+SYNTHETIC_TASKS = ("segment_semantic", "normal", "depth_zbuffer")
+
+
+def build_dataset(config: Config, split: str) -> Dataset:
+    """The `split` ("train", "val", "test") of the configured dataset, with its transform."""
+    data = config.data
+    if split == "train":
+        transform = TrainTransform(data.crop, data.scale, data.flip, data.resize_to) if data.crop else None
+    else:
+        transform = EvalTransform(data.eval_size) if data.eval_size else None
+    common = {"transform": transform, "normalize": data.normalize, "seed": config.seed}
+    if data.dataset == "synthetic":
+        sizes = {"train": data.synthetic_train, "val": data.synthetic_val, "test": data.synthetic_test}
+        offsets = {"train": 0, "val": 1, "test": 2}  # distinct scene streams per split
+        return SyntheticScenes(
+            sizes[split], data.synthetic_size, seed=config.seed * 3 + offsets[split],
+            tasks=data.tasks or SYNTHETIC_TASKS, transform=transform, normalize=data.normalize, cache=data.cache,
+        )
+    if data.root is None:
+        raise ConfigError(f"`data.root` is required for data.dataset={data.dataset!r} (the dataset's folder)")
+    if data.dataset == "nyuv2":
+        return NYUv2(data.root, split, tasks=data.tasks, format=data.format, split_seed=config.seed, **common)
+    return Taskonomy(data.root, split, tasks=data.tasks, buildings=data.buildings, missing=data.missing, **common)
+
+
+def build_tasks(config: Config, dataset: Dataset) -> dict[str, Task]:
+    """{task: Task} for the dataset's tasks, with the configured metric set.
+
+    The metric set defaults to "taskonomy" for Taskonomy and "nyuv2" otherwise; a task
+    the set lacks (keypoints2d, edge_texture under "nyuv2") takes Taskonomy's metrics.
+    """
+    metric_set = config.data.metrics or ("taskonomy" if config.data.dataset == "taskonomy" else "nyuv2")
+    tasks = {}
+    for name in dataset.tasks:
+        metrics = METRIC_SETS[metric_set].get(name) or METRIC_SETS["taskonomy"][name]
+        classes = dataset.num_classes if name == "segment_semantic" else None
+        tasks[name] = get_task(name, list(metrics), num_classes=classes)
+    return tasks
+
+
+class StepBatchSampler(Sampler[list[tuple[int, int]]]):
+    """The local batches of steps start+1 … total, as (epoch, index) pairs.
+
+    Each global batch of `batch_size` is split evenly over `world_size` ranks; a rank
+    reads its contiguous slice (so rank r of DDP reads what micro-batch r of a
+    single process accumulating `world_size` micro-batches reads).
+    """
+
+    def __init__(self, length: int, batch_size: int, seed: int, start: int, total: int, rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise ConfigError(f"data.batch_size ({batch_size}) must be a multiple of the number of processes ({world_size})")
+        if length < batch_size:
+            raise ConfigError(f"the training set has {length} samples, fewer than one batch ({batch_size})")
+        self.length, self.batch_size, self.seed = length, batch_size, seed
+        self.start, self.total, self.rank, self.world_size = start, total, rank, world_size
+        self.batches_per_epoch = length // batch_size  # the last partial batch of an epoch is dropped
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        return torch.randperm(self.length, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        local = self.batch_size // self.world_size
+        epoch, permutation = -1, None
+        for step in range(self.start + 1, self.total + 1):
+            batch_epoch, position = divmod(step - 1, self.batches_per_epoch)
+            if batch_epoch != epoch:
+                epoch, permutation = batch_epoch, self._permutation(batch_epoch)
+            first = position * self.batch_size + self.rank * local
+            yield [(epoch, int(i)) for i in permutation[first : first + local]]
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+
+def train_loader(config: Config, dataset: Dataset, start: int, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """Batches for steps start+1 … train.steps of this rank."""
+    sampler = StepBatchSampler(len(dataset), config.data.batch_size, config.seed, start, config.train.steps, rank, world_size)
+    return DataLoader(
+        dataset, batch_sampler=sampler, num_workers=config.data.workers,
+        generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG untouched
+        persistent_workers=False, pin_memory=torch.cuda.is_available(),
+    )
+
+
+def eval_loader(config: Config, dataset: Dataset, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """The whole evaluation split in order; under DDP each rank reads a strided share."""
+    indices = list(range(rank, len(dataset), world_size))
+    return DataLoader(
+        torch.utils.data.Subset(dataset, indices), batch_size=config.data.eval_batch_size, shuffle=False,
+        num_workers=config.data.workers, generator=torch.Generator().manual_seed(config.seed),
+    )

@@ -1,0 +1,323 @@
+"""The training loop: one run of one method, from config to finalized model and results.
+
+    result = train(load_config("configs/quickstart.yaml"))
+
+Read top to bottom: build (data, model, method, optimizer), maybe resume, then the
+step loop (loss → weighting → backward → step → method), validation with model
+selection, checkpoints, and at the end finalize + test evaluation.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+import adapmtl.sparsity as sparsity
+from adapmtl.engine.checkpoint import CheckpointError, load_checkpoint, rng_state, save_atomic, set_rng_state
+from adapmtl.engine.config import Config, ConfigError, load_config, save_config
+from adapmtl.engine.data import build_dataset, build_tasks, eval_loader, train_loader
+from adapmtl.engine.distributed import Distributed, all_reduce_mean, barrier, setup
+from adapmtl.engine.evaluate import evaluate, move
+from adapmtl.engine.logger import RunLogger
+from adapmtl.errors import AdapMTLError
+from adapmtl.methods import Method, create_method
+from adapmtl.models import create_model
+from adapmtl.weighting import TaskWeighting, create_weighting
+
+CONFIG_FILE, RESULT_FILE, MODEL_FILE = "config.yaml", "result.json", "model.safetensors"
+LAST, BEST = "checkpoints/last.pt", "checkpoints/best.pt"
+
+
+class NonFiniteLossError(AdapMTLError, RuntimeError):
+    """A task loss became NaN or infinite; the run stopped before applying that step."""
+
+
+@dataclass
+class Run:
+    """Everything one training run holds while it trains."""
+
+    config: Config
+    run_dir: Path
+    env: Distributed
+    model: nn.Module  # the model itself (unwrapped)
+    trained: nn.Module  # what forward is called on: the model, or its DDP wrapper
+    method: Method
+    tasks: dict
+    weighting: TaskWeighting
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    autocast: Any
+    datasets: dict
+    step: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"step": None, "val_loss": math.inf})
+
+
+def build_model(config: Config, task_channels: dict[str, int]) -> nn.Module:
+    """The configured architecture with one head per task (channels from the dataset)."""
+    m = config.model
+    return create_model(m.name, task_channels, width=m.width, head_channels=m.head_channels,
+                        dropout=m.dropout, upsample=m.upsample)
+
+
+def _dense_weights(path: str) -> dict[str, torch.Tensor]:
+    """A dense state dict from a run folder (its finalized model), a .safetensors or a .pt file."""
+    source = Path(path)
+    if source.is_dir():
+        source = source / MODEL_FILE
+    if not source.is_file():
+        raise ConfigError(f"`train.init_from`: {source} does not exist")
+    if source.suffix == ".safetensors":
+        return load_file(str(source))
+    state = load_checkpoint(source)["model"] if source.suffix == ".pt" else None
+    if state is None:
+        raise ConfigError(f"`train.init_from`: {source} is neither .safetensors nor .pt")
+    return state
+
+
+def _autocast(config: Config, device: torch.device):
+    """Mixed precision: bf16 on GPU by default (no loss scaling needed), off on CPU."""
+    mode = config.train.amp
+    if mode == "auto":
+        mode = "bf16" if device.type == "cuda" else "off"
+    if mode == "off":
+        return nullcontext, None
+    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler(device.type) if mode == "fp16" else None
+    return partial(torch.autocast, device_type=device.type, dtype=dtype), scaler
+
+
+def build_run(config: Config, run_dir: Path, env: Distributed) -> Run:
+    torch.manual_seed(config.seed)
+    datasets = {split: build_dataset(config, split) for split in ("train", "val", "test")}
+    tasks = build_tasks(config, datasets["train"])
+    model = build_model(config, datasets["train"].task_channels)
+    if config.train.init_from:
+        model.load_state_dict(_dense_weights(config.train.init_from))
+    method = create_method(config.method, config.train)
+    method.prepare(model)
+    if env.enabled and env.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # BN over the global batch, as on one GPU
+    model.to(env.device)
+    trained = model
+    if env.enabled:
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None)
+    t = config.train
+    optimizer = torch.optim.Adam(method.param_groups(model), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.lr_step, gamma=t.lr_gamma)
+    weighting = create_weighting(method.weighting, list(tasks), t.steps, begin=config.method.weighting_begin,
+                                 window=config.method.weighting_window) if method.weighting == "adaptive" \
+        else create_weighting(method.weighting, list(tasks), t.steps)
+    autocast, scaler = _autocast(config, env.device)
+    return Run(config, run_dir, env, model, trained, method, tasks, weighting, optimizer, scheduler, scaler,
+               autocast, datasets)
+
+
+def save_checkpoint(run: Run, path: str) -> None:
+    save_atomic({
+        "step": run.step,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler else None,
+        "method": run.method.state_dict(),
+        "weighting": run.weighting.state_dict(),
+        "best": run.best,
+        "rng": rng_state(),
+    }, run.run_dir / path)
+
+
+def restore_checkpoint(run: Run, checkpoint: dict[str, Any]) -> None:
+    run.model.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.scheduler.load_state_dict(checkpoint["scheduler"])
+    if run.scaler and checkpoint["scaler"]:
+        run.scaler.load_state_dict(checkpoint["scaler"])
+    run.method.load_state_dict(checkpoint["method"])
+    run.weighting.load_state_dict(checkpoint["weighting"])
+    run.best = checkpoint["best"]
+    run.step = checkpoint["step"]
+    set_rng_state(checkpoint["rng"])
+
+
+def train_step(run: Run, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """One optimizer step over a global batch (in `accumulate` micro-batches); returns task losses."""
+    accumulate = run.config.train.accumulate
+    weights = run.weighting.weights()
+    weight_vector = torch.tensor([weights[t] for t in run.tasks], device=run.env.device)
+    chunks = [{k: v.chunk(accumulate)[i] for k, v in batch.items()} for i in range(accumulate)]
+    loss_sum = torch.zeros(len(run.tasks), device=run.env.device)
+    for i, chunk in enumerate(chunks):
+        last = i == accumulate - 1
+        sync = nullcontext() if last or not run.env.enabled else run.trained.no_sync()
+        with sync:
+            with run.autocast():
+                outputs = run.trained(chunk["image"])
+            task_losses = torch.stack([task.loss(outputs[t].float(), chunk[t]) for t, task in run.tasks.items()])
+            total = (weight_vector * task_losses).sum() / accumulate
+            (run.scaler.scale(total) if run.scaler else total).backward()
+        loss_sum += task_losses.detach()
+    losses = all_reduce_mean(loss_sum / accumulate, run.env).tolist()  # the step's one host sync
+    bad = [t for t, value in zip(run.tasks, losses) if not math.isfinite(value)]
+    if bad:
+        raise NonFiniteLossError(
+            f"step {run.step + 1}: the loss of task(s) {', '.join(bad)} is not finite "
+            f"({', '.join(f'{t}={v}' for t, v in zip(run.tasks, losses))}); the run stopped before applying this "
+            f"step. The last good checkpoint is {run.run_dir / LAST}. Lower train.lr, or check the data."
+        )
+    if run.scaler:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    run.step += 1
+    named = dict(zip(run.tasks, losses))
+    run.weighting.update(named)
+    return named
+
+
+def log_record(run: Run, losses: dict[str, float], report: sparsity.SparsityReport) -> dict[str, Any]:
+    return {
+        "step": run.step,
+        "loss": losses,
+        "total_loss": sum(losses.values()),
+        "task_weights": run.weighting.weights(),
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "sparsity": {"overall": report.overall, **{c: v.sparsity for c, v in report.components.items()}},
+        "thresholds": report.thresholds,
+    }
+
+
+def validate(run: Run, logger: RunLogger | None) -> None:
+    """Evaluate on val; keep the weights with the lowest summed val loss as best.pt
+    (from the method's selection start on: for sparse methods, once at the target)."""
+    loader = eval_loader(run.config, run.datasets["val"], run.env.rank, run.env.world_size)
+    metrics, losses = evaluate(run.trained, loader, run.tasks, run.env, autocast=run.autocast, description="val")
+    val_loss = sum(losses.values())
+    if run.step >= run.method.selection_start and val_loss < run.best["val_loss"]:
+        run.best = {"step": run.step, "val_loss": val_loss, "val": metrics}
+        if run.env.is_main:
+            save_atomic({"step": run.step, "model": run.model.state_dict()}, run.run_dir / BEST)
+    if logger:
+        logger.log({"step": run.step, "val": metrics, "val_loss": losses})
+
+
+def finish(run: Run) -> dict[str, Any]:
+    """Select the best weights, finalize them, evaluate on val and test, save model and result."""
+    thresholds = sparsity.sparsity_report(run.model).thresholds
+    if run.best["step"] is not None:
+        run.model.load_state_dict(load_checkpoint(run.run_dir / BEST, run.env.device)["model"])
+    finalized = run.method.finalize(run.model)
+    run.trained = run.model  # evaluation needs no DDP wrapper; every rank evaluates its share
+    results = {}
+    for split in ("val", "test"):
+        loader = eval_loader(run.config, run.datasets[split], run.env.rank, run.env.world_size)
+        results[split], _ = evaluate(run.model, loader, run.tasks, run.env, autocast=run.autocast,
+                                     progress=run.config.train.progress, description=split)
+    report = sparsity.sparsity_report(run.model)
+    result = {
+        "method": run.method.name,
+        "target": run.config.method.target if run.method.sparse else 0.0,
+        "steps": run.config.train.steps,
+        "train_iterations": run.config.train.steps,
+        "selected_step": run.best["step"] or run.step,
+        "test": results["test"],
+        "val": results["val"],
+        "sparsity": {"overall": report.overall, "components": {c: v.sparsity for c, v in report.components.items()},
+                     "numel": {c: v.numel for c, v in report.components.items()}},
+        "thresholds": thresholds,
+        "task_weights": run.weighting.weights(),
+        "finalize": None if finalized is None else {
+            "shift": finalized.shift, "before": finalized.before.overall, "after": finalized.after.overall,
+            "pruned": finalized.pruned, "revived": finalized.revived},
+    }
+    if run.env.is_main:
+        save_file({k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()},
+                  str(run.run_dir / MODEL_FILE))
+        tmp = run.run_dir / (RESULT_FILE + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(run.run_dir / RESULT_FILE)
+    return result
+
+
+def _prepare_run_dir(config: Config, run_dir: Path | None, env: Distributed) -> Path:
+    run_dir = Path(run_dir) if run_dir else Path(config.out_dir) / (config.name or f"run_{config.method.name}")
+    if (run_dir / LAST).exists() or (run_dir / RESULT_FILE).exists():
+        raise ConfigError(f"run folder {run_dir} already holds a run; resume it with `adapmtl train --resume "
+                          f"{run_dir}`, or choose another `name`/`out_dir`")
+    if env.is_main:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / CONFIG_FILE)
+    barrier(env)
+    return run_dir
+
+
+def train(config: Config, run_dir: str | Path | None = None, *, stop_at: int | None = None) -> dict[str, Any] | None:
+    """Train `config` into a new run folder (default: out_dir/name); returns the result dict.
+
+    `stop_at`: stop after that step with a checkpoint, as a time-limited job would, to be
+    continued with `resume(run_dir)`; returns None then.
+    """
+    env = setup(config.train.device)
+    run_dir = _prepare_run_dir(config, Path(run_dir) if run_dir else None, env)
+    return _loop(build_run(config, run_dir, env), stop_at)
+
+
+def resume(run_dir: str | Path, *, stop_at: int | None = None) -> dict[str, Any] | None:
+    """Continue an interrupted run from its last checkpoint, exactly where it stopped."""
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / CONFIG_FILE)
+    if (run_dir / RESULT_FILE).exists():
+        raise ConfigError(f"run {run_dir} has already finished (it has {RESULT_FILE}); nothing to resume")
+    env = setup(config.train.device)
+    run = build_run(config, run_dir, env)
+    try:
+        restore_checkpoint(run, load_checkpoint(run_dir / LAST, env.device))
+    except CheckpointError as error:
+        raise CheckpointError(f"cannot resume {run_dir}: {error}") from None
+    return _loop(run, stop_at)
+
+
+def _loop(run: Run, stop_at: int | None) -> dict[str, Any] | None:
+    t = run.config.train
+    logger = RunLogger(run.run_dir, start=run.step) if run.env.is_main else None
+    loader = train_loader(run.config, run.datasets["train"], run.step, run.env.rank, run.env.world_size)
+    bar = tqdm(total=t.steps, initial=run.step, desc=f"{run.method.name}", dynamic_ncols=True,
+               disable=not (t.progress and run.env.is_main))
+    started = time.perf_counter()
+    try:
+        for batch in loader:
+            losses = train_step(run, move(batch, run.env.device))
+            report = run.method.after_step(run.model, run.step)
+            if run.step % t.log_every == 0 or run.step in (1, t.steps):
+                report = report or sparsity.sparsity_report(run.model)
+                if logger:
+                    logger.log(log_record(run, losses, report))
+                bar.set_postfix(loss=f"{sum(losses.values()):.3f}", sparsity=f"{report.overall:.3f}")
+            if run.step % t.val_every == 0 or run.step == t.steps:
+                validate(run, logger)
+            if run.env.is_main and (run.step % t.checkpoint_every == 0 or run.step in (stop_at, t.steps)):
+                save_checkpoint(run, LAST)
+            bar.update(1)
+            if run.step == stop_at:
+                barrier(run.env)
+                return None
+        result = finish(run)
+        result["train_seconds"] = time.perf_counter() - started
+        return result
+    finally:
+        bar.close()
+        if logger:
+            logger.close()

@@ -1,0 +1,121 @@
+"""Task-loss weighting strategies: L = Σ_t w_t · L_t, with w_t detached.
+
+Strategies are interchangeable classes picked by name (`create_weighting`), as in
+LibMTL. They see only the per-task loss values of each step (under data-parallel
+training: the all-reduced ones), so every rank computes the same weights.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import deque
+from typing import Any, Mapping, Sequence
+
+from adapmtl.errors import AdapMTLError
+
+PAPER_STEPS, PAPER_BEGIN, PAPER_WINDOW = 20_000, 5_000, 500
+
+
+class WeightingError(AdapMTLError, ValueError):
+    """A weighting strategy was asked for with an unknown name or impossible settings."""
+
+
+class TaskWeighting(ABC):
+    """Gives each task's loss a weight; `update` with each step's loss values."""
+
+    name: str
+
+    def __init__(self, tasks: Sequence[str]) -> None:
+        if not tasks:
+            raise WeightingError("a weighting needs at least one task")
+        self.tasks = tuple(tasks)
+
+    @abstractmethod
+    def weights(self) -> dict[str, float]:
+        """The current weight of every task (they sum to the number of tasks)."""
+
+    def update(self, losses: Mapping[str, float]) -> None:
+        """Record this step's loss value of every task (plain floats)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class EqualWeighting(TaskWeighting):
+    """w_t = 1 for every task: the plain sum of task losses."""
+
+    name = "equal"
+
+    def weights(self) -> dict[str, float]:
+        return {t: 1.0 for t in self.tasks}
+
+
+class AdaptiveWeighting(TaskWeighting):
+    """The paper's weighting (REFERENCE §4): tasks whose loss moves more get more weight.
+
+    From step `begin` on, each task's relative loss change r_t(i) = |L_t(i−1) − L_t(i)| / L_t(i)
+    enters a FIFO window of `window` values; once the window is full, w_t = mean(window),
+    renormalised so the weights sum to the number of tasks (not the original's fixed 3).
+    Before that every w_t = 1. `begin`/`window` default to the paper's 5000/500 for a
+    20,000-step run, scaled in proportion to `total_steps`.
+    """
+
+    name = "adaptive"
+
+    def __init__(self, tasks: Sequence[str], total_steps: int, begin: int | None = None, window: int | None = None) -> None:
+        super().__init__(tasks)
+        scale = total_steps / PAPER_STEPS
+        self.begin = round(PAPER_BEGIN * scale) if begin is None else int(begin)
+        self.window = max(1, round(PAPER_WINDOW * scale)) if window is None else int(window)
+        if self.begin < 0 or self.window < 1:
+            raise WeightingError(f"adaptive weighting needs begin >= 0 and window >= 1, got begin={begin}, window={window}")
+        self.step = 0
+        self.previous: dict[str, float] | None = None
+        self.history = {t: deque(maxlen=self.window) for t in self.tasks}
+        self._weights = {t: 1.0 for t in self.tasks}
+
+    def update(self, losses: Mapping[str, float]) -> None:
+        self.step += 1
+        current = {t: float(losses[t]) for t in self.tasks}
+        if self.previous is not None and self.step > self.begin:
+            for t in self.tasks:
+                self.history[t].append(abs(self.previous[t] - current[t]) / max(current[t], 1e-12))
+        self.previous = current
+        if all(len(h) == self.window for h in self.history.values()):
+            means = {t: sum(h) / self.window for t, h in self.history.items()}
+            total = sum(means.values())
+            if total > 0:
+                self._weights = {t: len(self.tasks) * m / total for t, m in means.items()}
+
+    def weights(self) -> dict[str, float]:
+        return dict(self._weights)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "previous": self.previous,
+            "history": {t: list(h) for t, h in self.history.items()},
+            "weights": dict(self._weights),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = state["step"]
+        self.previous = state["previous"]
+        self.history = {t: deque(state["history"][t], maxlen=self.window) for t in self.tasks}
+        self._weights = dict(state["weights"])
+
+
+WEIGHTINGS = {cls.name: cls for cls in (EqualWeighting, AdaptiveWeighting)}
+
+
+def create_weighting(name: str, tasks: Sequence[str], total_steps: int, **options: Any) -> TaskWeighting:
+    """The weighting strategy `name` ("adaptive" or "equal") for `tasks`."""
+    if name not in WEIGHTINGS:
+        raise WeightingError(f"unknown weighting {name!r}; expected one of {sorted(WEIGHTINGS)}")
+    if name == "adaptive":
+        return AdaptiveWeighting(tasks, total_steps, **options)
+    if any(v is not None for v in options.values()):
+        raise WeightingError(f"weighting {name!r} takes no options, got {options}")
+    return WEIGHTINGS[name](tasks)
