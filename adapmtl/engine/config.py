@@ -31,7 +31,7 @@ class DataConfig(_Section):
     metrics: Optional[Literal["nyuv2", "taskonomy"]] = Field(None, description="metric set; default by dataset")
     normalize: Literal["imagenet", "bgr_mean", "unit"] = "imagenet"
     crop: Optional[tuple[int, int]] = Field((321, 321), description="train crop (h, w); null: no crop")
-    scale: tuple[float, float] = (0.5, 1.5)
+    scale: Optional[tuple[float, float]] = Field((0.5, 1.5), description="random scale range; null: none")
     flip: bool = True
     resize_to: Optional[int] = None
     eval_size: Optional[tuple[int, int]] = Field(None, description="eval resize (h, w); null: full resolution")
@@ -144,15 +144,25 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return raw
 
 
+PRESETS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def preset_names() -> list[str]:
+    """The configs shipped with adapmtl (usable by name, e.g. `--config quickstart`)."""
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
-    """Read a YAML config (None: all defaults), apply overrides, validate."""
+    """Read a YAML config (a path, or a preset name; None: all defaults), apply overrides, validate."""
     raw: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
         path = Path(path)
+        if not path.is_file() and (PRESETS / f"{path}.yaml").is_file():
+            path = PRESETS / f"{path}.yaml"
         source = str(path)
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+            raise ConfigError(f"config file {path} does not exist; presets: {', '.join(preset_names())}")
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as error:

@@ -33,7 +33,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def setup(device_name: str) -> Distributed:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1): NCCL on GPU, gloo on CPU."""
+    """Prepare this process for training or evaluation.
+
+    Joins the process group when started by torchrun (WORLD_SIZE > 1): NCCL on GPU,
+    gloo on CPU. Also flushes denormal floats to zero on CPU: as training goes on,
+    tiny gradients become denormals and x86 CPUs handle those in microcode, which
+    made backward 6× slower in the quickstart (2.36 vs 0.40 s/step at step 400).
+    """
+    torch.set_flush_denormal(True)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Distributed(0, 1, resolve_device(device_name))

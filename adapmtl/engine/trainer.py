@@ -217,6 +217,7 @@ def validate(run: Run, logger: RunLogger | None) -> None:
 def finish(run: Run) -> dict[str, Any]:
     """Select the best weights, finalize them, evaluate on val and test, save model and result."""
     thresholds = sparsity.sparsity_report(run.model).thresholds
+    barrier(run.env)  # rank 0 writes best.pt; the others read it
     if run.best["step"] is not None:
         run.model.load_state_dict(load_checkpoint(run.run_dir / BEST, run.env.device)["model"])
     finalized = run.method.finalize(run.model)

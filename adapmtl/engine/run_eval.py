@@ -1,0 +1,52 @@
+"""Re-evaluate a finished or interrupted run's model on a split."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file
+
+from adapmtl.engine.checkpoint import CheckpointError, load_checkpoint
+from adapmtl.engine.config import ConfigError, load_config
+from adapmtl.engine.data import build_dataset, build_tasks, eval_loader
+from adapmtl.engine.distributed import setup
+from adapmtl.engine.evaluate import evaluate
+from adapmtl.engine.trainer import BEST, CONFIG_FILE, LAST, MODEL_FILE, _autocast, build_model
+from adapmtl.methods import create_method
+from adapmtl.sparsity import sparsity_report
+
+WHICH = ("final", "best", "last")
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", which: str = "final") -> dict[str, Any]:
+    """Metrics of a run's model on `split` ("train", "val", "test").
+
+    which: "final" (the finalized model.safetensors), "best" (the selected
+    checkpoint, before finalize) or "last" (the last checkpoint). Returns
+    {"metrics": {task: {metric: value}}, "loss": {task: value}, "sparsity": overall}.
+    """
+    run_dir = Path(run_dir)
+    if which not in WHICH:
+        raise ConfigError(f"which must be one of {WHICH}, got {which!r}")
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"split must be train, val or test, got {split!r}")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no {CONFIG_FILE})")
+    config = load_config(run_dir / CONFIG_FILE)
+    env = setup(config.train.device)
+    dataset = build_dataset(config, split)
+    tasks = build_tasks(config, dataset)
+    model = build_model(config, dataset.task_channels)
+    if which == "final":
+        path = run_dir / MODEL_FILE
+        if not path.is_file():
+            raise CheckpointError(f"{path} does not exist: the run has not finished; try which='last'")
+        model.load_state_dict(load_file(str(path)))
+    else:
+        create_method(config.method, config.train).prepare(model)  # same parametrization as in training
+        model.load_state_dict(load_checkpoint(run_dir / (BEST if which == "best" else LAST))["model"])
+    model.to(env.device)
+    autocast, _ = _autocast(config, env.device)
+    metrics, losses = evaluate(model, eval_loader(config, dataset), tasks, env, autocast=autocast,
+                               progress=config.train.progress, description=split)
+    return {"metrics": metrics, "loss": losses, "sparsity": sparsity_report(model).overall}

@@ -1,0 +1,45 @@
+"""Data-parallel training on 2 CPU processes (gloo) matches one process with the same global batch."""
+import json
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from adapmtl.engine import train
+from tests.ddp_worker import run_rank
+from tests.engine_helpers import tiny_config
+
+# dropout off: its masks come from each process's RNG; validation only at the end, so
+# selection is the last step in both (BN running stats are rank 0's under DDP)
+SAME = ["model.dropout=0", "train.val_every=100", "data.batch_size=4"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
+def test_two_gloo_ranks_agree_and_match_one_process_with_the_same_global_batch(tmp_path):
+    mp.start_processes(run_rank, args=(2, _free_port(), str(tmp_path), SAME), nprocs=2, start_method="spawn")
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["thresholds"] == ranks[1]["thresholds"]  # identical decisions on every rank
+    assert ranks[0]["task_weights"] == ranks[1]["task_weights"]
+    assert ranks[0]["test"] == ranks[1]["test"]
+
+    # one process, same global batch of 4 as 2 micro-batches of 2 (what each rank sees)
+    single = train(tiny_config(tmp_path, *SAME, "train.accumulate=2"), tmp_path / "single")
+    assert abs(single["sparsity"]["overall"] - 0.8) <= 0.0005 and abs(ranks[0]["sparsity"] - 0.8) <= 0.0005
+    for group, value in single["thresholds"].items():
+        assert ranks[0]["thresholds"][group] == pytest.approx(value, rel=1e-4)
+    for task, value in single["task_weights"].items():
+        assert ranks[0]["task_weights"][task] == pytest.approx(value, rel=1e-4)
+    ddp_weights = load_file(str(tmp_path / "ddp" / "model.safetensors"))
+    single_weights = load_file(str(tmp_path / "single" / "model.safetensors"))
+    parameters = [k for k in single_weights if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    worst = max(float((ddp_weights[k] - single_weights[k]).abs().max()) for k in parameters)
+    print(f"largest weight difference DDP vs one process: {worst:.2e}")
+    assert worst < 1e-4
