@@ -102,3 +102,11 @@ def test_config_errors_name_the_key(tmp_path):
     assert "unknown key `method.granularty`; allowed here: name, target, init, granularity" in message
     with pytest.raises(adapmtl.engine.ConfigError, match="must be a multiple of train.accumulate"):
         load_config(None, ["data.batch_size=6", "train.accumulate=4"])
+
+
+def test_start_from_a_dense_run(tmp_path):
+    train(tiny_config(tmp_path, "name=dense", "method.name=dense"))
+    result = train(tiny_config(tmp_path, "name=from_dense", f"train.init_from={tmp_path / 'dense'}", "train.steps=4"))
+    assert abs(result["sparsity"]["overall"] - 0.8) <= 0.0005
+    with pytest.raises(adapmtl.engine.ConfigError, match="init_from.*does not exist"):
+        train(tiny_config(tmp_path, "name=bad", f"train.init_from={tmp_path / 'nowhere'}"))
