@@ -116,6 +116,7 @@ def create_weighting(name: str, tasks: Sequence[str], total_steps: int, **option
         raise WeightingError(f"unknown weighting {name!r}; expected one of {sorted(WEIGHTINGS)}")
     if name == "adaptive":
         return AdaptiveWeighting(tasks, total_steps, **options)
-    if any(v is not None for v in options.values()):
-        raise WeightingError(f"weighting {name!r} takes no options, got {options}")
+    given = {k: v for k, v in options.items() if v is not None}
+    if given:
+        raise WeightingError(f"weighting {name!r} takes no options, got {given}")
     return WEIGHTINGS[name](tasks)

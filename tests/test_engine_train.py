@@ -110,3 +110,6 @@ def test_start_from_a_dense_run(tmp_path):
     assert abs(result["sparsity"]["overall"] - 0.8) <= 0.0005
     with pytest.raises(adapmtl.engine.ConfigError, match="init_from.*does not exist"):
         train(tiny_config(tmp_path, "name=bad", f"train.init_from={tmp_path / 'nowhere'}"))
+    sparsified = tmp_path / "from_dense" / "checkpoints" / "last.pt"
+    with pytest.raises(adapmtl.engine.ConfigError, match="does not fit the configured model"):
+        train(tiny_config(tmp_path, "name=bad2", f"train.init_from={sparsified}"))

@@ -70,19 +70,26 @@ def build_model(config: Config, task_channels: dict[str, int]) -> nn.Module:
                         dropout=m.dropout, upsample=m.upsample)
 
 
-def _dense_weights(path: str) -> dict[str, torch.Tensor]:
-    """A dense state dict from a run folder (its finalized model), a .safetensors or a .pt file."""
+def _load_dense_weights(model: nn.Module, path: str) -> None:
+    """Load a dense state dict from a run folder (its finalized model), a .safetensors or a .pt file."""
     source = Path(path)
     if source.is_dir():
         source = source / MODEL_FILE
     if not source.is_file():
         raise ConfigError(f"`train.init_from`: {source} does not exist")
     if source.suffix == ".safetensors":
-        return load_file(str(source))
-    state = load_checkpoint(source)["model"] if source.suffix == ".pt" else None
-    if state is None:
+        state = load_file(str(source))
+    elif source.suffix == ".pt":
+        state = load_checkpoint(source)["model"]
+    else:
         raise ConfigError(f"`train.init_from`: {source} is neither .safetensors nor .pt")
-    return state
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ConfigError(
+            f"`train.init_from`: {source} does not fit the configured model (a dense model of the same "
+            f"architecture, width and tasks is needed; a sparsified checkpoint is not one): {error}"
+        ) from None
 
 
 def _autocast(config: Config, device: torch.device):
@@ -103,7 +110,7 @@ def build_run(config: Config, run_dir: Path, env: Distributed) -> Run:
     tasks = build_tasks(config, datasets["train"])
     model = build_model(config, datasets["train"].task_channels)
     if config.train.init_from:
-        model.load_state_dict(_dense_weights(config.train.init_from))
+        _load_dense_weights(model, config.train.init_from)
     method = create_method(config.method, config.train)
     method.prepare(model)
     if env.enabled and env.device.type == "cuda":
@@ -116,8 +123,7 @@ def build_run(config: Config, run_dir: Path, env: Distributed) -> Run:
     optimizer = torch.optim.Adam(method.param_groups(model), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.lr_step, gamma=t.lr_gamma)
     weighting = create_weighting(method.weighting, list(tasks), t.steps, begin=config.method.weighting_begin,
-                                 window=config.method.weighting_window) if method.weighting == "adaptive" \
-        else create_weighting(method.weighting, list(tasks), t.steps)
+                                 window=config.method.weighting_window)
     autocast, scaler = _autocast(config, env.device)
     return Run(config, run_dir, env, model, trained, method, tasks, weighting, optimizer, scheduler, scaler,
                autocast, datasets)
