@@ -64,6 +64,9 @@ def delta_t(
     same tasks and, per task, the same metrics; baseline values must be finite and non-zero.
     """
     directions = {**HIGHER_IS_BETTER, **(higher_is_better or {})}
+    for side, values in (("results", results), ("baseline", baseline)):
+        if not isinstance(values, Mapping) or not all(isinstance(m, Mapping) for m in values.values()):
+            raise MetricError(f"{side} must be {{task: {{metric: value}}}}, got {values!r}")
     _check_same_keys("tasks", results, baseline)
     unknown = sorted({m for metrics in baseline.values() for m in metrics if m not in directions})
     if unknown:

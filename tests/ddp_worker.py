@@ -21,3 +21,36 @@ def run_rank(rank: int, world_size: int, port: int, out_dir: str, overrides: lis
                "sparsity": result["sparsity"]["overall"], "test": result["test"]}
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(summary))
     dist.destroy_process_group()
+
+
+def tiny_eval_batches(indices):
+    """Samples 0..2 of a fixed toy set; sample 1 has no valid depth pixel at all."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    samples = []
+    for i in range(3):
+        depth = torch.rand(1, 4, 4, generator=generator) + 0.5
+        samples.append({"image": torch.rand(3, 4, 4, generator=generator),
+                        "depth_zbuffer": depth * (i != 1)})
+    return [{k: v.unsqueeze(0) for k, v in samples[i].items()} for i in indices]
+
+
+def eval_rank(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    """Evaluate a fixed 'model' on this rank's strided share; write the merged metrics."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    import torch
+    import torch.distributed as dist
+
+    from adapmtl.engine.distributed import setup
+    from adapmtl.engine.evaluate import evaluate
+    from adapmtl.tasks import get_task
+
+    env = setup("cpu")
+    model = torch.nn.ModuleDict()  # forward: depth = mean of the image channels
+    model.forward = lambda image: {"depth_zbuffer": image.mean(1, keepdim=True)}
+    metrics, _ = evaluate(model, tiny_eval_batches(range(rank, 3, world_size)),
+                          {"depth_zbuffer": get_task("depth_zbuffer")}, env)
+    (Path(out_dir) / f"eval{rank}.json").write_text(json.dumps(metrics))
+    dist.destroy_process_group()

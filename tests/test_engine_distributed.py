@@ -43,3 +43,20 @@ def test_two_gloo_ranks_agree_and_match_one_process_with_the_same_global_batch(t
     worst = max(float((ddp_weights[k] - single_weights[k]).abs().max()) for k in parameters)
     print(f"largest weight difference DDP vs one process: {worst:.2e}")
     assert worst < 1e-4
+
+
+def test_distributed_evaluation_merges_ranks_even_without_valid_pixels_on_one(tmp_path):
+    from adapmtl.engine.distributed import Distributed
+    from adapmtl.engine.evaluate import evaluate
+    from adapmtl.tasks import get_task
+    from tests.ddp_worker import eval_rank, tiny_eval_batches
+
+    # rank 1 reads only sample 1, whose depth is all invalid: its metric state stays empty
+    mp.start_processes(eval_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    ranks = [json.loads((tmp_path / f"eval{r}.json").read_text()) for r in (0, 1)]
+    model = torch.nn.ModuleDict()
+    model.forward = lambda image: {"depth_zbuffer": image.mean(1, keepdim=True)}
+    single, _ = evaluate(model, tiny_eval_batches(range(3)), {"depth_zbuffer": get_task("depth_zbuffer")},
+                         Distributed(0, 1, torch.device("cpu")))
+    assert ranks[0] == ranks[1]
+    assert ranks[0]["depth_zbuffer"] == pytest.approx(single["depth_zbuffer"])

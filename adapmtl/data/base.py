@@ -56,7 +56,7 @@ def check_tasks(tasks: Sequence[str] | None, available: Sequence[str], where: st
     """Return ``tasks`` (default: all ``available``) after checking every name is available."""
     if tasks is None:
         return tuple(available)
-    tasks = tuple(tasks)
+    tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
     unknown = [t for t in tasks if t not in available]
     if unknown or not tasks:
         raise DatasetError(f"{where}: unknown or empty task list {list(tasks)}; available: {list(available)}")

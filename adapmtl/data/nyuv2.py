@@ -80,7 +80,9 @@ def _adashare_entries(root: Path, split: str, val_fraction: float, split_seed: i
     if not isinstance(info, dict) or "train" not in info or "test" not in info:
         raise DatasetError(f"{path}: expected an object with keys 'train' and 'test' (and optionally 'val')")
     for key, entries in info.items():
-        if not isinstance(entries, list) or not all(isinstance(e, list) and len(e) == 4 for e in entries):
+        if not isinstance(entries, list) or not all(
+            isinstance(e, list) and len(e) == 4 and all(isinstance(p, str) for p in e) for e in entries
+        ):
             raise DatasetError(f"{path}: key {key!r} must be a list of [img, seg, normal, depth] path lists")
     if split == "test":
         chosen = info["test"]

@@ -5,7 +5,10 @@ then put into this library's sample format; see :mod:`adapmtl.data.base`):
 
 - ``rgb``: 8-bit RGB PNG.
 - ``segment_semantic``: 8-bit one-channel PNG. Raw 0 = unlabelled -> 255 (ignore); raw k in 1..17
-  -> class k-1, so 17 classes (AdaShare/DiSparse mask raw 0 and subtract 1). Raw > 17 is an error.
+  -> class k-1, so 17 classes. Raw > 17 is an error. (AdaShare builds a mask for raw 0 but never
+  applies it: it merges raw 0 into class 0 and weights its cross-entropy by the class priors in
+  ``semseg_prior_factor.npy``. We ignore unlabelled pixels instead, so the Taskonomy
+  cross-entropy here is not numerically comparable with the paper's table.)
 - ``depth_zbuffer``: 16-bit PNG, metres x 512; raw >= 64500 is invalid -> 0. Metres = raw / 512.
   (AdaShare trains on log(1 + raw) / log(2^16) instead; metres keep the units honest, and a user
   can take the log in the loss.)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adapmtl.data.base import IGNORE_INDEX
+from adapmtl.data.base import IGNORE_INDEX, DatasetError
 
 PAD_VALUES: Mapping[str, float] = {
     "image": 0.0,  # the mean colour after normalisation
@@ -87,6 +87,10 @@ class TrainTransform:
         resize_to: int | tuple[int, int] | None = None,
     ) -> None:
         self.crop = _size(crop)
+        if min(self.crop) < 1:
+            raise DatasetError(f"TrainTransform: crop must be positive (height, width), got {crop!r}")
+        if scale is not None and not (len(scale) == 2 and 0 < scale[0] <= scale[1]):
+            raise DatasetError(f"TrainTransform: scale must be (low, high) with 0 < low <= high, got {scale!r}")
         self.scale = scale
         self.flip = flip
         self.resize_to = None if resize_to is None else _size(resize_to)

@@ -9,6 +9,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+import torch.distributed as dist
+
 from adapmtl.engine.distributed import Distributed, all_reduce_sum
 from adapmtl.tasks import Task
 
@@ -48,9 +50,26 @@ def evaluate(
             loss_sums[i] += task.loss(output, batch[name]).double() * size
         loss_sums[-1] += size
     for meter in meters.values():
-        for key in sorted(meter.state):
-            all_reduce_sum(meter.state[key], env)
+        _merge_state(meter, env)
     all_reduce_sum(loss_sums, env)
     model.train(was_training)
     losses = {name: float(loss_sums[i] / loss_sums[-1]) for i, name in enumerate(tasks)}
     return {name: meter.compute() for name, meter in meters.items()}, losses
+
+
+def _merge_state(meter, env: Distributed) -> None:
+    """Sum every rank's metric state (all sums) by key into every rank.
+
+    Gathered as objects, not all-reduced tensor by tensor: an accumulator creates its
+    state on its first valid pixel, so a rank whose share had none lacks keys, and
+    mismatched collectives would hang.
+    """
+    if not env.enabled:
+        return
+    gathered: list = [None] * env.world_size
+    dist.all_gather_object(gathered, {k: v.cpu() for k, v in meter.state.items()})
+    merged: dict[str, torch.Tensor] = {}
+    for state in gathered:
+        for key, value in state.items():
+            merged[key] = merged[key] + value if key in merged else value.clone()
+    meter.state = {k: v.to(env.device) for k, v in merged.items()}

@@ -66,6 +66,10 @@ def get_task(
     """
     if name not in TASK_NAMES:
         raise TaskError(f"unknown task {name!r}; expected one of {list(TASK_NAMES)}")
+    if not isinstance(metrics, str) and not (
+        isinstance(metrics, Sequence) and all(isinstance(m, str) for m in metrics)
+    ):
+        raise TaskError(f"{name}: metrics must be a dataset name or a list of metric names, got {metrics!r}")
     dataset = metrics if isinstance(metrics, str) else None
     if dataset is not None:
         if dataset not in METRIC_SETS:

@@ -53,7 +53,8 @@ def angles_degrees(pred: Tensor, target: Tensor) -> Tensor:
     dot = (pred * target).sum(dim=1)
     cross = torch.linalg.cross(pred, target, dim=1).norm(dim=1)
     angle = torch.rad2deg(torch.atan2(cross, dot))
-    return torch.where(pred.norm(dim=1) > 0, angle, torch.full_like(angle, 90.0))
+    # a zero-length prediction is 90° off; a NaN one stays NaN (a diverged model must not score)
+    return torch.where(pred.norm(dim=1) == 0, torch.full_like(angle, 90.0), angle)
 
 
 class NormalMetrics(MetricAccumulator):
