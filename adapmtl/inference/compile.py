@@ -1,0 +1,175 @@
+"""`compile_sparse`: run a finalized model with each layer on its fastest path."""
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.fx.experimental.optimization import fuse
+
+from adapmtl.errors import AdapMTLError
+from adapmtl.inference.paths import build_path, candidate_paths
+from adapmtl.sparsity.bank import find_bank
+
+PLAN_VERSION = 1
+
+
+class InferenceError(AdapMTLError, ValueError):
+    """A model or plan that compile_sparse cannot use."""
+
+
+@dataclass
+class LayerChoice:
+    """The path chosen for one layer, the times measured (ms) and the layer's sparsity."""
+
+    path: str
+    sparsity: float
+    times_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """Per-layer choices; `fused_batchnorm` says whether BN was folded into the convs."""
+
+    layers: dict[str, LayerChoice]
+    fused_batchnorm: bool
+    input_shape: list[int]
+
+    def save(self, path: str | Path) -> None:
+        """Write the plan as JSON (reload with `Plan.load`, pass to `compile_sparse(plan=...)`)."""
+        data = {"version": PLAN_VERSION, "fused_batchnorm": self.fused_batchnorm, "input_shape": self.input_shape,
+                "layers": {name: asdict(choice) for name, choice in self.layers.items()}}
+        Path(path).write_text(json.dumps(data, indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Plan":
+        try:
+            data = json.loads(Path(path).read_text())
+            layers = {name: LayerChoice(**choice) for name, choice in data["layers"].items()}
+            return cls(layers, bool(data["fused_batchnorm"]), list(data["input_shape"]))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise InferenceError(f"{path} is not a compile_sparse plan: {error}") from None
+
+    def summary(self) -> str:
+        """A table: layer, sparsity, chosen path, and each path's time."""
+        rows = [f"{'layer':<44} {'sparsity':>8}  {'path':<7} times (ms)"]
+        for name, c in self.layers.items():
+            times = ", ".join(f"{p} {t:.2f}" for p, t in c.times_ms.items())
+            rows.append(f"{name:<44} {c.sparsity:>8.1%}  {c.path:<7} {times}")
+        return "\n".join(rows)
+
+
+class SparseCompiled(nn.Module):
+    """A compiled model: the (BN-folded) model with layers replaced by their paths."""
+
+    def __init__(self, module: nn.Module, plan: Plan) -> None:
+        super().__init__()
+        self.module = module
+        self.plan = plan
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+
+def _median_ms(run: Callable[[], Any], repeats: int) -> float:
+    run()  # warm-up: first calls allocate and pick kernels
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def _capture_inputs(model: nn.Module, names: list[str], example: Any) -> dict[str, torch.Tensor]:
+    modules = dict(model.named_modules())
+    inputs: dict[str, torch.Tensor] = {}
+    hooks = [modules[n].register_forward_pre_hook(lambda m, a, n=n: inputs.setdefault(n, a[0])) for n in names]
+    try:
+        model(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return inputs
+
+
+def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, child, module)
+
+
+def _fold_batchnorm(model: nn.Module) -> tuple[nn.Module, bool]:
+    """Conv+BN folded into one conv via torch.fx (eval mode); the model as is if it does not trace."""
+    try:
+        return fuse(model), True
+    except Exception:  # a model torch.fx cannot trace still compiles, without folding
+        return model, False
+
+
+@torch.no_grad()
+def compile_sparse(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    plan: Plan | str | Path | None = None,
+    repeats: int = 5,
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
+) -> SparseCompiled:
+    """A copy of the finalized `model` that runs every Conv2d/Linear by its fastest path.
+
+    Paths (see `adapmtl.inference.paths`): "dense", "shrunk" (all-zero filters and unread
+    input channels removed) and "csr" (sparse weight × dense input). BatchNorm is folded
+    into the preceding convolutions first (torch.fx; skipped if the model does not trace).
+    Each candidate runs on the layer's real input (captured from `example_input`), must
+    match the dense output within rtol/atol, and the fastest median of `repeats` runs
+    wins. With `plan` (a Plan or its JSON file) the recorded choices are reused and
+    nothing is timed. The result's `.plan` records the choices; `.plan.save(path)`.
+
+    `model` is not changed. It must be an ordinary (finalized) model: call
+    `adapmtl.finalize(model)` first.
+    """
+    if find_bank(model) is not None:
+        raise InferenceError("compile_sparse needs a finalized model: call adapmtl.finalize(model) first")
+    if isinstance(plan, (str, Path)):
+        plan = Plan.load(plan)
+    working = copy.deepcopy(model).eval()
+    working, fused = _fold_batchnorm(working)
+    if plan is not None and plan.fused_batchnorm and not fused:
+        raise InferenceError("the plan was recorded on a model whose BatchNorm was folded; this one does not trace")
+    names = [n for n, m in working.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    if plan is not None:
+        unknown = sorted(set(plan.layers) ^ set(names))
+        if unknown:
+            raise InferenceError(f"the plan does not match the model's layers: {unknown[:5]}")
+        for name in names:
+            _set_module(working, name, build_path(working.get_submodule(name), plan.layers[name].path))
+        return SparseCompiled(working, plan)
+
+    inputs = _capture_inputs(working, names, example_input)
+    choices = {}
+    for name in names:
+        layer = working.get_submodule(name)
+        x = inputs.get(name)
+        sparsity = float(layer.weight.eq(0).float().mean())
+        if x is None:  # not reached by this input: keep it dense
+            choices[name] = LayerChoice("dense", sparsity)
+            continue
+        reference = layer(x)
+        times, modules = {}, {}
+        for path_name, path in candidate_paths(layer).items():
+            if path_name != "dense" and not torch.allclose(path(x), reference, rtol=rtol, atol=atol):
+                continue  # never trade correctness for speed
+            times[path_name] = _median_ms(lambda: path(x), repeats)
+            modules[path_name] = path
+        best = min(times, key=times.get)
+        choices[name] = LayerChoice(best, sparsity, times)
+        if best != "dense":
+            _set_module(working, name, modules[best])
+    return SparseCompiled(working, Plan(choices, fused, list(example_input.shape)))

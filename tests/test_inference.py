@@ -1,0 +1,106 @@
+"""compile_sparse: every path gives the dense outputs; the choice is recorded and reloadable."""
+import pytest
+import torch
+from torch import nn
+
+import adapmtl
+from adapmtl.inference import CSR, InferenceError, Plan, Shrunk, candidate_paths, compile_sparse
+
+
+def _prune(module: nn.Module, sparsity: float, generator: torch.Generator) -> None:
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                layer.weight.mul_(torch.rand(layer.weight.shape, generator=generator) >= sparsity)
+
+
+LAYERS = {
+    "1x1 with bias": lambda: nn.Conv2d(8, 6, 1),
+    "3x3 stride 2": lambda: nn.Conv2d(8, 6, 3, stride=2, padding=1, bias=False),
+    "3x3 dilation 2": lambda: nn.Conv2d(8, 6, 3, padding=2, dilation=2),
+    "5x3 odd kernel": lambda: nn.Conv2d(8, 6, (5, 3), padding=(2, 1)),
+    "linear": lambda: nn.Linear(8, 6),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+@pytest.mark.parametrize("batch", [1, 3])
+def test_every_path_matches_the_dense_layer(name, batch):
+    generator = torch.Generator().manual_seed(0)
+    layer = LAYERS[name]().eval()
+    _prune(layer, 0.7, generator)
+    with torch.no_grad():
+        layer.weight[1].zero_()  # an all-zero filter
+        layer.weight[:, 2].zero_()  # an input channel no filter reads
+    x = torch.randn(batch, 8, 9, 11, generator=generator) if isinstance(layer, nn.Conv2d) else torch.randn(batch, 4, 8)
+    paths = candidate_paths(layer)
+    assert set(paths) == {"dense", "shrunk", "csr"}
+    with torch.no_grad():
+        expected = layer(x)
+        for path_name, path in paths.items():
+            assert torch.allclose(path(x), expected, atol=1e-6), path_name
+
+
+def test_all_zero_layer_is_its_bias():
+    layer = nn.Conv2d(4, 3, 3, padding=1).eval()
+    with torch.no_grad():
+        layer.weight.zero_()
+        x = torch.randn(2, 4, 5, 5)
+        out = Shrunk(layer)(x)
+        assert torch.equal(out, layer(x)) and torch.equal(out[0, :, 0, 0], layer.bias)
+
+
+def test_depthwise_and_grouped_convs_stay_dense():
+    depthwise = nn.Conv2d(6, 6, 3, padding=1, groups=6)
+    with torch.no_grad():
+        depthwise.weight[0].zero_()
+    assert set(candidate_paths(depthwise)) == {"dense"}
+    assert not CSR.applies(depthwise) and not Shrunk.applies(depthwise)
+
+
+def _small_multitask(sparsity: float):
+    torch.manual_seed(0)
+    model = adapmtl.models.create_model("mobilenetv2", {"segment_semantic": 5, "depth_zbuffer": 1},
+                                        width=0.25, head_channels=16)
+    model.eval()
+    _prune(model, sparsity, torch.Generator().manual_seed(1))
+    with torch.no_grad():  # some BN statistics, so that folding is not the identity
+        for bn in model.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                bn.running_mean.uniform_(-0.1, 0.1)
+                bn.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def test_compiled_model_equals_the_dense_model_and_plan_reloads(tmp_path):
+    model = _small_multitask(0.9)
+    x = torch.randn(2, 3, 40, 40)
+    compiled = compile_sparse(model, x, repeats=1)
+    with torch.no_grad():
+        expected, got = model(x), compiled(x)
+        other = torch.randn(1, 3, 40, 40)
+        expected_other, got_other = model(other), compiled(other)
+    for task in expected:
+        assert torch.allclose(got[task], expected[task], atol=1e-4, rtol=1e-4)
+        assert torch.allclose(got_other[task], expected_other[task], atol=1e-4, rtol=1e-4)
+    plan = compiled.plan
+    assert plan.fused_batchnorm
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in compiled.modules())
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    assert set(plan.layers) == set(convs)
+    assert all(set(c.times_ms) >= {"dense"} and c.path in c.times_ms for c in plan.layers.values())
+    assert {c.path for c in plan.layers.values()} <= {"dense", "shrunk", "csr"}
+
+    plan.save(tmp_path / "plan.json")
+    again = compile_sparse(model, x, plan=tmp_path / "plan.json")
+    assert {n: c.path for n, c in again.plan.layers.items()} == {n: c.path for n, c in plan.layers.items()}
+    with torch.no_grad():
+        assert torch.equal(again(x)["depth_zbuffer"], got["depth_zbuffer"])
+
+
+def test_bad_inputs():
+    model = _small_multitask(0.5)
+    with pytest.raises(InferenceError, match="needs a finalized model"):
+        compile_sparse(adapmtl.sparsify(model), torch.randn(1, 3, 32, 32))
+    with pytest.raises(InferenceError, match="not a compile_sparse plan"):
+        Plan.load(__file__)
