@@ -149,7 +149,30 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-_SUBCOMMANDS.extend([_add_train, _add_eval, _add_quickstart])
+def _add_export(subparsers: argparse._SubParsersAction) -> None:
+    """`adapmtl export RUN_DIR --format dense|sparse|onnx [--half] [--out FILE]`."""
+    parser = subparsers.add_parser(
+        "export", help="write a finished run's finalized model as dense, compact sparse or ONNX",
+        description="dense: plain state dict (safetensors) + JSON spec for create_model; sparse: bitmask + "
+        "surviving values (fp16 with --half), prints the size ratio to the dense fp32 file; onnx: checked "
+        "with onnxruntime against PyTorch.",
+    )
+    parser.add_argument("run_dir")
+    parser.add_argument("--format", required=True, choices=["dense", "sparse", "onnx"])
+    parser.add_argument("--half", action="store_true", help="store weights as fp16 (dense, sparse)")
+    parser.add_argument("--out", help="file to write (default RUN_DIR/export/...)")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="ONNX check input size (default: the run's)")
+
+    def run(args: argparse.Namespace) -> int:
+        from adapmtl.export import export_run
+
+        print(export_run(args.run_dir, args.format, args.out, half=args.half, input_size=args.size).summary())
+        return 0
+
+    parser.set_defaults(run=run)
+
+
+_SUBCOMMANDS.extend([_add_train, _add_eval, _add_quickstart, _add_export])
 
 if __name__ == "__main__":
     raise SystemExit(main())
