@@ -95,6 +95,11 @@ def test_damaged_files_are_errors(runs, tmp_path, fmt, loader):
     path.write_bytes(bytes(flipped))
     with pytest.raises(ExportError, match=f"{path.name}: checksum mismatch"):
         loader(path)
+    edited = data.replace(b'"width\\": 0.125', b'"width\\": 0.250', 1)  # the model spec inside the metadata
+    assert edited != data and len(edited) == len(data)
+    path.write_bytes(edited)
+    with pytest.raises(ExportError, match="checksum mismatch"):
+        loader(path)
     path.write_bytes(data)
     other = load_dense if loader is load_sparse else load_sparse
     with pytest.raises(ExportError, match="expected an 'adapmtl-"):

@@ -76,3 +76,12 @@ def test_report_cli_and_errors(runs, tmp_path, capsys):
     with pytest.raises(ReportError, match="is not a run folder"):
         load_run(tmp_path)
     assert main(["report", str(tmp_path / "missing")]) == 2
+
+
+def test_figure_names_keep_dots(tmp_path):
+    from matplotlib.figure import Figure
+
+    from adapmtl.report import save_figure
+
+    assert [p.name for p in save_figure(Figure(), tmp_path / "adapmtl_t0.9_s0_sparsity")] == [
+        "adapmtl_t0.9_s0_sparsity.png", "adapmtl_t0.9_s0_sparsity.svg"]

@@ -1,13 +1,15 @@
 """Safetensors files that know what they hold and notice damage.
 
 Every exported safetensors file carries, in its metadata, a `format` name, a format
-`version` and a SHA-256 over every tensor's name, dtype, shape and bytes. Reading checks
+`version` and a SHA-256 over every tensor's name, dtype, shape and bytes and every other
+metadata entry. Reading checks
 all three, so a truncated, corrupted or foreign file is an `ExportError` naming the file,
 never a silently wrong model.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Mapping
@@ -21,9 +23,11 @@ from adapmtl.export.errors import ExportError
 VERSION = "1"
 
 
-def checksum(tensors: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 (hex) of every tensor's name, dtype, shape and raw bytes, in name order."""
+def checksum(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
+    """SHA-256 (hex) of the metadata entries (but "sha256") and of every tensor's name, dtype,
+    shape and raw bytes, in name order."""
     digest = hashlib.sha256()
+    digest.update(json.dumps({k: v for k, v in metadata.items() if k != "sha256"}, sort_keys=True).encode())
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
@@ -34,7 +38,8 @@ def checksum(tensors: Mapping[str, torch.Tensor]) -> str:
 def encode_checked(tensors: Mapping[str, torch.Tensor], fmt: str, metadata: Mapping[str, str]) -> bytes:
     """The bytes of a safetensors file holding `tensors` and `metadata` + format, version and checksum."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    return save(tensors, metadata={**metadata, "format": fmt, "version": VERSION, "sha256": checksum(tensors)})
+    metadata = {**metadata, "format": fmt, "version": VERSION}
+    return save(tensors, metadata={**metadata, "sha256": checksum(tensors, metadata)})
 
 
 def write_atomic(path: str | Path, data: bytes) -> Path:
@@ -62,7 +67,7 @@ def read_checked(path: str | Path, fmt: str) -> tuple[dict[str, torch.Tensor], d
         raise ExportError(f"{path}: expected an {fmt!r} file, found format {metadata.get('format')!r}")
     if metadata.get("version") != VERSION:
         raise ExportError(f"{path}: {fmt} version {metadata.get('version')!r} is not supported (expected {VERSION!r})")
-    if checksum(tensors) != metadata.get("sha256"):
-        raise ExportError(f"{path}: checksum mismatch: the file is corrupted (its tensors do not hash to the "
-                          f"SHA-256 recorded when it was written)")
+    if checksum(tensors, metadata) != metadata.get("sha256"):
+        raise ExportError(f"{path}: checksum mismatch: the file is corrupted (its tensors and metadata do not "
+                          f"hash to the SHA-256 recorded when it was written)")
     return tensors, metadata

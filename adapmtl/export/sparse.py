@@ -1,15 +1,19 @@
 """Compact sparse export: each pruned weight as a bitmask plus its surviving values.
 
 A safetensors file (format "adapmtl-sparse"). Every floating tensor with two or more
-dimensions (the conv and linear weights: what sparsity prunes) named K is stored as
-    K::mask    uint8: numpy.packbits of the row-major non-zero pattern (1 = kept),
-               deflate-compressed (zlib): at 90 % sparsity the raw bitmask alone costs 1/32
-               of the fp32 weights, which with fp16 values would just miss 0.08× the dense file
-    K::values  the non-zero values in row-major order, float32 (float16 with `half`)
-Every other tensor (biases, BatchNorm, counters) is stored as it is (floats as fp16 with `half`).
-Metadata: format, version, sha256 (over every tensor), model (the ModelSpec as JSON), dtype,
-and sparse: JSON {K: {"shape": [...], "nnz": n}}. `load_sparse_state` restores the exact dense
-tensors (fp32 values bit for bit; fp16 values rounded once) and checks every count.
+dimensions (the conv and linear weights: what sparsity prunes) is removed from the state dict
+and stored, in state-dict order, in two tensors:
+    __sparse__::masks   uint8: each weight's row-major non-zero pattern packed with numpy.packbits
+                        (1 = kept; each weight starts on a byte), all weights concatenated, then
+                        deflate-compressed (zlib). The raw bitmask costs 1/32 of the fp32 weights: at
+                        90 % sparsity with fp16 values that alone would just miss 0.08x the dense file
+    __sparse__::values  the non-zero values of every weight, row-major, concatenated: float32
+                        (float16 with `half`)
+Two tensors instead of two per layer also keep the safetensors header small, which matters for
+small models. Every other tensor (biases, BatchNorm, counters) is stored as it is (floats as fp16
+with `half`). Metadata: format, version, sha256 (over every tensor), model (the ModelSpec as
+JSON), dtype, and sparse: JSON [[name, shape, nnz], ...]. `load_sparse_state` restores the exact
+dense tensors (fp32 values bit for bit; fp16 values rounded once) and checks every count.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from adapmtl.export.spec import ModelSpec
 from adapmtl.models import MultiTaskModel
 
 SPARSE_FORMAT = "adapmtl-sparse"
-MASK, VALUES = "::mask", "::values"
+MASKS, VALUES = "__sparse__::masks", "__sparse__::values"
 
 
 def _is_sparse(tensor: torch.Tensor) -> bool:
@@ -38,7 +42,7 @@ def encode_sparse(state: Mapping[str, torch.Tensor], spec: ModelSpec, *, half: b
     """The sparse file's bytes for a finalized state dict (zeros baked in)."""
     dtype = torch.float16 if half else torch.float32
     tensors: dict[str, torch.Tensor] = {}
-    layout: dict[str, dict] = {}
+    layout, masks, values = [], [], []
     for name, value in state.items():
         value = value.detach().cpu()
         if not _is_sparse(value):
@@ -46,10 +50,12 @@ def encode_sparse(state: Mapping[str, torch.Tensor], spec: ModelSpec, *, half: b
             continue
         flat = value.float().numpy().reshape(-1)
         kept = flat != 0
-        mask = zlib.compress(np.packbits(kept).tobytes(), 9)
-        tensors[name + MASK] = torch.frombuffer(bytearray(mask), dtype=torch.uint8)
-        tensors[name + VALUES] = torch.from_numpy(flat[kept]).to(dtype)
-        layout[name] = {"shape": list(value.shape), "nnz": int(tensors[name + VALUES].numel())}
+        masks.append(np.packbits(kept))
+        values.append(flat[kept])
+        layout.append([name, list(value.shape), int(kept.sum())])
+    packed = zlib.compress(np.concatenate(masks).tobytes() if masks else b"", 9)
+    tensors[MASKS] = torch.frombuffer(bytearray(packed), dtype=torch.uint8)
+    tensors[VALUES] = torch.from_numpy(np.concatenate(values) if values else np.zeros(0, np.float32)).to(dtype)
     metadata = {"model": json.dumps(spec.to_dict()), "dtype": str(dtype).removeprefix("torch."),
                 "sparse": json.dumps(layout)}
     return encode_checked(tensors, SPARSE_FORMAT, metadata)
@@ -66,26 +72,26 @@ def load_sparse_state(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelS
     try:
         layout = json.loads(metadata["sparse"])
         spec = ModelSpec.from_dict(json.loads(metadata["model"]), where=str(path))
-    except (KeyError, json.JSONDecodeError) as error:
-        raise ExportError(f"{path}: damaged metadata ({error!r})") from None
-    state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items() if "::" not in k}
-    for name, entry in layout.items():
-        shape, nnz = entry["shape"], entry["nnz"]
+        bits = np.frombuffer(zlib.decompress(tensors.pop(MASKS).numpy().tobytes()), dtype=np.uint8)
+        values = tensors.pop(VALUES).float()
+    except (KeyError, json.JSONDecodeError, zlib.error) as error:
+        raise ExportError(f"{path}: damaged sparse payload or metadata ({error!r})") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    bit_at = value_at = 0
+    for name, shape, nnz in layout:
         numel = int(np.prod(shape))
-        try:
-            mask_bytes, values = tensors[name + MASK], tensors[name + VALUES]
-            bits = np.frombuffer(zlib.decompress(mask_bytes.numpy().tobytes()), dtype=np.uint8)
-        except (KeyError, zlib.error) as error:
-            raise ExportError(f"{path}: weight {name!r}: mask or values missing or damaged ({error!r})") from None
-        if bits.size != (numel + 7) // 8:
-            raise ExportError(f"{path}: weight {name!r}: mask holds {bits.size * 8} bits, expected {numel} (shape {shape})")
-        kept = torch.from_numpy(np.unpackbits(bits, count=numel).astype(bool))
-        if int(kept.sum()) != nnz or values.numel() != nnz:
-            raise ExportError(f"{path}: weight {name!r}: the mask keeps {int(kept.sum())} weights and "
-                              f"{values.numel()} values are stored; the metadata says {nnz}")
+        nbytes = (numel + 7) // 8
+        kept = torch.from_numpy(np.unpackbits(bits[bit_at:bit_at + nbytes], count=numel).astype(bool))
+        if kept.numel() != numel or int(kept.sum()) != nnz or value_at + nnz > values.numel():
+            raise ExportError(f"{path}: weight {name!r} (shape {shape}): the mask or values do not match "
+                              f"the {nnz} non-zeros the metadata records")
         dense = torch.zeros(numel, dtype=torch.float32)
-        dense[kept] = values.float()
+        dense[kept] = values[value_at:value_at + nnz]
         state[name] = dense.reshape(shape)
+        bit_at, value_at = bit_at + nbytes, value_at + nnz
+    if bit_at != bits.size or value_at != values.numel():
+        raise ExportError(f"{path}: {bits.size - bit_at} mask bytes and {values.numel() - value_at} values left "
+                          "over after the last weight: the metadata does not describe this payload")
     return state, spec
 
 

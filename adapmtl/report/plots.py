@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from matplotlib.figure import Figure  # Figure objects, no pyplot: no global state, no window, any backend
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from adapmtl.metrics import MetricError, delta_t
 from adapmtl.report.runs import RunRecord
@@ -41,13 +42,21 @@ def _figure(title: str, xlabel: str, ylabel: str, size: tuple[float, float] = (7
 
 
 def save_figure(fig: Figure, stem: str | Path, dpi: int = 110) -> list[Path]:
-    """Write `stem`.png and `stem`.svg; returns both paths."""
+    """Write `stem`.png and `stem`.svg (dots in the stem kept: "run_t0.9" gives "run_t0.9.png"); returns both paths."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    paths = [stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.svg"]
     fig.savefig(paths[0], dpi=dpi)
     fig.savefig(paths[1])
     return paths
+
+
+def _log_y(ax: Any) -> None:
+    """Log y axis with plain tick labels at 1, 2, 5 × 10^k (not 2×10^0)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], dict[str, list[float]]]:
@@ -83,13 +92,13 @@ def thresholds_figure(run: RunRecord) -> Figure | None:
     if not steps:
         return None
     fig, ax = _figure(f"Learned threshold τ of each component — {run.label}", "training step",
-                      "threshold τ = sigmoid(s) (weight magnitude)")
+                      "threshold τ = sigmoid(s), a weight magnitude")
     colors = color_map(list(series))
     for name, values in series.items():
         ax.plot(steps, values, color=colors[name], linewidth=1.6, label=name)
     positive = [v for values in series.values() for v in values if v > 0]
     if positive and max(positive) / min(positive) > 100:
-        ax.set_yscale("log")
+        _log_y(ax)
     ax.legend(fontsize=9)
     return fig
 
@@ -122,7 +131,7 @@ def losses_figure(run: RunRecord) -> Figure | None:
             ax.plot(val_steps, val_series[name], color=colors[name], linewidth=1.4, linestyle="--", marker="o",
                     markersize=4, label=f"{name} (val)")
     if all(v > 0 for values in [*series.values(), *val_series.values()] for v in values):
-        ax.set_yscale("log")
+        _log_y(ax)
     ax.legend(fontsize=8, ncol=2)
     return fig
 
@@ -145,7 +154,7 @@ def layer_sparsity_figure(run: RunRecord) -> Figure | None:
     colors = color_map(order)
     fig, ax = _figure(f"Sparsity of each layer of the final model — {run.label}",
                       f"prunable layers, grouped by component ({len(layers)} layers, model order)",
-                      "sparsity (% of the layer's weights)", size=(9.0, 4.2))
+                      "sparsity (% of the layer's weights)", size=(9.0, 4.8))
     ax.bar(range(len(layers)), [100 * layer.sparsity for _, layer in layers], width=0.85,
            color=[colors[layer.component] for _, layer in layers])
     start = 0
@@ -159,7 +168,7 @@ def layer_sparsity_figure(run: RunRecord) -> Figure | None:
     ax.set_xlim(-0.5, len(layers) - 0.5)
     ax.set_ylim(0, 105)
     ax.set_xticks([])
-    ax.legend(handles=handles, fontsize=8, loc="lower left", framealpha=0.9)
+    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=3, frameon=False)
     return fig
 
 
