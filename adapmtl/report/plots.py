@@ -86,16 +86,25 @@ def sparsity_figure(run: RunRecord) -> Figure | None:
     return fig
 
 
-def thresholds_figure(run: RunRecord) -> Figure | None:
-    """Each threshold group's τ = sigmoid(s) over training (log scale when it spans decades)."""
-    steps, series = _series(run.train_records, "thresholds")
+def _lines_figure(run: RunRecord, key: str, title: str, ylabel: str) -> tuple[Figure, Any, dict[str, list[float]]] | None:
+    """(figure, axes, series): one line per entry of the training records' dict `key` over steps."""
+    steps, series = _series(run.train_records, key)
     if not steps:
         return None
-    fig, ax = _figure(f"Learned threshold τ of each component — {run.label}", "training step",
-                      "threshold τ = sigmoid(s), a weight magnitude")
+    fig, ax = _figure(f"{title} — {run.label}", "training step", ylabel)
     colors = color_map(list(series))
     for name, values in series.items():
         ax.plot(steps, values, color=colors[name], linewidth=1.6, label=name)
+    return fig, ax, series
+
+
+def thresholds_figure(run: RunRecord) -> Figure | None:
+    """Each threshold group's τ = sigmoid(s) over training (log scale when it spans decades)."""
+    drawn = _lines_figure(run, "thresholds", "Learned threshold τ of each component",
+                          "threshold τ = sigmoid(s), a weight magnitude")
+    if drawn is None:
+        return None
+    fig, ax, series = drawn
     positive = [v for values in series.values() for v in values if v > 0]
     if positive and max(positive) / min(positive) > 100:
         _log_y(ax)
@@ -105,13 +114,10 @@ def thresholds_figure(run: RunRecord) -> Figure | None:
 
 def task_weights_figure(run: RunRecord) -> Figure | None:
     """The adaptive task weights over training (they sum to the number of tasks)."""
-    steps, series = _series(run.train_records, "task_weights")
-    if not steps:
+    drawn = _lines_figure(run, "task_weights", "Task weights during training", "loss weight (sum = number of tasks)")
+    if drawn is None:
         return None
-    fig, ax = _figure(f"Task weights during training — {run.label}", "training step", "loss weight (sum = number of tasks)")
-    colors = color_map(list(series))
-    for name, values in series.items():
-        ax.plot(steps, values, color=colors[name], linewidth=1.6, label=name)
+    fig, ax, _ = drawn
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1.0, label="equal weighting")
     ax.legend(fontsize=9)
     return fig

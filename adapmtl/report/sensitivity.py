@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from matplotlib.figure import Figure
 
 from adapmtl.metrics import HIGHER_IS_BETTER
-from adapmtl.report.plots import _figure, color_map
+from adapmtl.report.plots import color_map, save_figure
 from adapmtl.report.runs import ReportError
 
 DEFAULT_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -106,11 +107,9 @@ def sensitivity_sweep(run_dir: str | Path, component: str, fractions: Sequence[f
                              normalised)
 
 
-def sensitivity_figure(results: Sequence[SensitivityResult]):
+def sensitivity_figure(results: Sequence[SensitivityResult]) -> Figure:
     """One panel per swept component: each task's normalised metric against the share of the
     component's remaining weights removed (bottom axis) and its total sparsity (top axis)."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(6.0 * len(results), 4.4), layout="constrained")
     for i, result in enumerate(results):
         ax = fig.add_subplot(1, len(results), i + 1)
@@ -137,8 +136,6 @@ def sensitivity_figure(results: Sequence[SensitivityResult]):
 
 def write_sensitivity(result: SensitivityResult, out_dir: str | Path) -> list[Path]:
     """Write `<component>.json` and the figure (`<component>.png`, `.svg`) into `out_dir`."""
-    from adapmtl.report.plots import save_figure
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{result.component}.json"
