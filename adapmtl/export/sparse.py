@@ -41,6 +41,10 @@ def _is_sparse(tensor: torch.Tensor) -> bool:
 def encode_sparse(state: Mapping[str, torch.Tensor], spec: ModelSpec, *, half: bool = False) -> bytes:
     """The sparse file's bytes for a finalized state dict (zeros baked in)."""
     dtype = torch.float16 if half else torch.float32
+    if half:
+        too_big = [k for k, v in state.items() if v.is_floating_point() and v.numel() and v.abs().max() > 65504]
+        if too_big:
+            raise ExportError(f"fp16 cannot hold values above 65504 found in {too_big}; export without --half")
     tensors: dict[str, torch.Tensor] = {}
     layout, masks, values = [], [], []
     for name, value in state.items():

@@ -62,6 +62,7 @@ def sensitivity_sweep(run_dir: str | Path, component: str, fractions: Sequence[f
     from adapmtl.engine.data import build_dataset, build_tasks, eval_loader
     from adapmtl.engine.distributed import setup
     from adapmtl.engine.evaluate import evaluate
+    from adapmtl.engine.trainer import _autocast  # the run's own evaluation precision, as `adapmtl eval` uses
     from adapmtl.export import load_run_model
     from adapmtl.sparsity import assign_components, prunable_layers
 
@@ -88,6 +89,7 @@ def sensitivity_sweep(run_dir: str | Path, component: str, fractions: Sequence[f
     dataset = build_dataset(config, split)
     tasks = build_tasks(config, dataset)
     model.to(env.device)
+    autocast, _ = _autocast(config, env.device)
     points, sparsities = [], []
     for fraction in fractions:
         keep = torch.ones_like(flat, dtype=torch.bool)
@@ -97,7 +99,7 @@ def sensitivity_sweep(run_dir: str | Path, component: str, fractions: Sequence[f
             for weight, value in zip(weights, original):
                 weight.copy_(value * keep[start:start + value.numel()].view_as(value))
                 start += value.numel()
-        metrics, _ = evaluate(model, eval_loader(config, dataset), tasks, env, description=f"{component} {fraction:.2f}")
+        metrics, _ = evaluate(model, eval_loader(config, dataset), tasks, env, autocast=autocast)
         points.append(metrics)
         sparsities.append(1.0 - int(keep[nonzero].sum()) / flat.numel())
     primary = {task: next(iter(values)) for task, values in points[0].items()}
