@@ -70,7 +70,7 @@ def test_delta_t_points_average_seeds(tmp_path):
 def test_report_cli_and_errors(runs, tmp_path, capsys):
     assert main(["report", str(runs["adapmtl"]), "--baseline", str(runs["dense"]), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| dense (baseline) |" in out and f"report: {tmp_path / 'report.html'}" in out
+    assert out.startswith("|  | dense (baseline) | adapmtl |") and f"report: {tmp_path / 'report.html'}" in out
     assert main(["report", str(runs["adapmtl"]), "--baseline", "nope", "--out", str(tmp_path)]) == 2
     assert "baseline 'nope' is neither a run folder nor one of the runs" in capsys.readouterr().err
     with pytest.raises(ReportError, match="is not a run folder"):

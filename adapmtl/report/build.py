@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 from adapmtl.report.html import figure_html, heading, html_page, paragraph
 from adapmtl.report.plots import (delta_t_figure, layer_sparsity_figure, losses_figure, save_figure, sparsity_figure,
@@ -34,6 +34,7 @@ class ReportFiles:
     table_csv: Path | None = None
     figures: list[Path] = field(default_factory=list)
     table: str = ""
+    """The table for a terminal: one column per run when there are at most 6, else one row per run."""
 
 
 def resolve_baseline(runs: list[RunRecord], baseline: str | None) -> RunRecord | None:
@@ -85,10 +86,11 @@ def write_report(paths: Iterable[str | Path], out_dir: str | Path | None = None,
         first = [base] if base is not None else []  # the baseline's row on top, as in the paper
         rows = comparison_rows({r.label: r.result for r in first + [r for r in finished if r is not base]},
                                base.label if base else None, split)
-        out.table = markdown_table(rows)
+        out.table = markdown_table(rows, transpose=len(rows) <= 6)
         against = f"ΔT in % against {base.label} (positive = better)" if base else "no dense run: no ΔT"
         out.table_md = out.out_dir / "table.md"
-        out.table_md.write_text(f"{split} split; metrics in their units, sparsity in %; {against}.\n\n{out.table}\n")
+        out.table_md.write_text(f"{split} split; metrics in their units, sparsity in %; {against}.\n\n"
+                                f"{markdown_table(rows)}\n")
         out.table_csv = out.out_dir / "table.csv"
         out.table_csv.write_text(csv_table(rows))
         blocks += [heading("Comparison"), paragraph(f"{split} split; sparsity in % of prunable weights; {against}."),
@@ -125,7 +127,7 @@ def write_report(paths: Iterable[str | Path], out_dir: str | Path | None = None,
     return out
 
 
-def report_summary(files: ReportFiles, runs: Sequence[str] = ()) -> str:
+def report_summary(files: ReportFiles) -> str:
     """What the command prints: the table and where everything went."""
     lines = [files.table] if files.table else []
     lines += [f"report: {files.html}"]
