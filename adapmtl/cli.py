@@ -149,7 +149,84 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-_SUBCOMMANDS.extend([_add_train, _add_eval, _add_quickstart])
+def _add_export(subparsers: argparse._SubParsersAction) -> None:
+    """`adapmtl export RUN_DIR --format dense|sparse|onnx [--half] [--out FILE]`."""
+    parser = subparsers.add_parser(
+        "export", help="write a finished run's finalized model as dense, compact sparse or ONNX",
+        description="dense: plain state dict (safetensors) + JSON spec for create_model; sparse: bitmask + "
+        "surviving values (fp16 with --half), prints the size ratio to the dense fp32 file; onnx: checked "
+        "with onnxruntime against PyTorch.",
+    )
+    parser.add_argument("run_dir")
+    parser.add_argument("--format", required=True, choices=["dense", "sparse", "onnx"])
+    parser.add_argument("--half", action="store_true", help="store weights as fp16 (dense, sparse)")
+    parser.add_argument("--out", help="file to write (default RUN_DIR/export/...)")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="ONNX check input size (default: the run's)")
+
+    def run(args: argparse.Namespace) -> int:
+        from adapmtl.export import export_run
+
+        print(export_run(args.run_dir, args.format, args.out, half=args.half, input_size=args.size).summary())
+        return 0
+
+    parser.set_defaults(run=run)
+
+
+def _add_report(subparsers: argparse._SubParsersAction) -> None:
+    """`adapmtl report RUN_DIR... [--out DIR] [--baseline RUN] [--split test|val]`."""
+    parser = subparsers.add_parser(
+        "report", help="tables (Markdown, CSV), figures (PNG, SVG) and one HTML page for runs",
+        description="Report one or many runs (run folders, or folders holding runs such as a bench's output): "
+        "the paper's table with ΔT against the dense run, sparsity/threshold/task-weight/loss curves, per-layer "
+        "sparsity, ΔT against sparsity across runs, saved sensitivity sweeps; all in report.html.",
+    )
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    parser.add_argument("--out", help="output folder (default RUN_DIR/report, or the runs' common folder/report)")
+    parser.add_argument("--baseline", help="the dense run for ΔT: a run label or folder (default: the dense run found)")
+    parser.add_argument("--split", default="test", choices=["test", "val"])
+
+    def run(args: argparse.Namespace) -> int:
+        from adapmtl.report import report_summary, write_report
+
+        print(report_summary(write_report(args.run_dirs, args.out, baseline=args.baseline, split=args.split)))
+        return 0
+
+    parser.set_defaults(run=run)
+
+
+def _add_sensitivity(subparsers: argparse._SubParsersAction) -> None:
+    """`adapmtl sensitivity RUN_DIR --component NAME [--component NAME ...] [--split val|test]`."""
+    parser = subparsers.add_parser(
+        "sensitivity", help="prune one component alone further (magnitude, no retraining), plot each task's metric",
+        description="For each fraction f, zero the f share of the component's smallest non-zero weights of the "
+        "finalized model, evaluate, and plot each task's metric relative to the unpruned model (paper's Figure 5). "
+        "Writes <component>.json/.png/.svg into --out (default RUN_DIR/sensitivity, which `adapmtl report` reads).",
+    )
+    parser.add_argument("run_dir")
+    parser.add_argument("--component", action="append", required=True, help="backbone or a task's head; repeatable")
+    parser.add_argument("--fractions", type=float, nargs="+", metavar="F", help="shares of the remaining weights to "
+                        "prune, increasing, in [0, 1) (default 0 0.1 ... 0.9 0.95 0.99)")
+    parser.add_argument("--split", default="val", choices=["val", "test"])
+    parser.add_argument("--out", help="output folder (default RUN_DIR/sensitivity)")
+
+    def run(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from adapmtl.report.sensitivity import DEFAULT_FRACTIONS, sensitivity_sweep, write_sensitivity
+
+        for component in args.component:
+            result = sensitivity_sweep(args.run_dir, component, args.fractions or DEFAULT_FRACTIONS, args.split)
+            for task, values in result.normalised.items():
+                print(f"{component} → {task} ({result.primary[task]}): " + " ".join(
+                    f"{100 * f:g}%:{v:.3f}" for f, v in zip(result.fractions, values)))
+            paths = write_sensitivity(result, args.out or Path(args.run_dir) / "sensitivity")
+            print("wrote " + ", ".join(map(str, paths)))
+        return 0
+
+    parser.set_defaults(run=run)
+
+
+_SUBCOMMANDS.extend([_add_train, _add_eval, _add_quickstart, _add_export, _add_report, _add_sensitivity])
 
 if __name__ == "__main__":
     raise SystemExit(main())

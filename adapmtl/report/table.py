@@ -1,6 +1,9 @@
 """The paper's comparison table: per-task metrics, ΔT per task, sparsity per component, ΔT."""
 from __future__ import annotations
 
+import csv
+import html
+import io
 from typing import Any, Mapping
 
 from adapmtl.metrics import MetricError, delta_t
@@ -9,30 +12,35 @@ SHORT_NAMES = {"segment_semantic": "seg", "normal": "normal", "depth_zbuffer": "
                "keypoints2d": "keypoint", "edge_texture": "edge"}
 
 
-def comparison_rows(results: Mapping[str, Mapping[str, Any]], baseline: str, split: str = "test") -> list[dict[str, Any]]:
-    """One flat row per run: its metrics on `split`, ΔT against `baseline`, sparsities.
+def comparison_rows(results: Mapping[str, Mapping[str, Any]], baseline: str | None, split: str = "test") -> list[dict[str, Any]]:
+    """One flat row per run: its metrics on `split`, ΔT against `baseline`, sparsities (in %).
 
-    `results` maps a run label to its result.json content; `baseline` names the dense run.
+    `results` maps a run label to its result.json content; `baseline` names the dense run
+    (None: no ΔT columns).
     """
-    if baseline not in results:
+    if baseline is not None and baseline not in results:
         raise KeyError(f"baseline run {baseline!r} is not among the runs: {list(results)}")
-    base = results[baseline][split]
+    base = results[baseline][split] if baseline is not None else None
     rows = []
     for label, result in results.items():
-        try:
-            d = delta_t(result[split], base)
-        except MetricError as error:  # e.g. a baseline metric of 0: ΔT undefined, the rest still reported
-            d, note = None, str(error)
+        d, note = None, None
+        if base is not None:
+            try:
+                d = delta_t(result[split], base)
+            except MetricError as error:  # e.g. a baseline metric of 0: ΔT undefined, the rest still reported
+                note = str(error)
         row: dict[str, Any] = {"run": label}
         for task, metrics in result[split].items():
             for metric, value in metrics.items():
                 row[f"{SHORT_NAMES.get(task, task)} {metric}"] = value
-            row[f"ΔT {SHORT_NAMES.get(task, task)}"] = d.per_task[task] if d else None
+            if base is not None:
+                row[f"ΔT {SHORT_NAMES.get(task, task)}"] = d.per_task[task] if d else None
         for component, value in result["sparsity"]["components"].items():
             row[f"sparsity {SHORT_NAMES.get(component, component)}"] = 100 * value
         row["sparsity overall"] = 100 * result["sparsity"]["overall"]
-        row["ΔT"] = d.overall if d else None
-        if d is None:
+        if base is not None:
+            row["ΔT"] = d.overall if d else None
+        if note is not None:
             row["note"] = f"ΔT n/a: {note}"
         rows.append(row)
     return rows
@@ -44,16 +52,38 @@ def _cell(column: str, value: Any, digits: int) -> str:
     return "n/a" if value is None else str(value)
 
 
-def markdown_table(rows: list[dict[str, Any]], digits: int = 2, transpose: bool = False) -> str:
-    """A Markdown table: one row per run (columns: the union of keys, first-seen order),
-    or with `transpose`, one row per quantity and one column per run (for terminals)."""
+def _grid(rows: list[dict[str, Any]], digits: int, transpose: bool) -> tuple[list[str], list[list[str]]]:
+    """(header, body) of formatted cells: one row per run (columns: the union of keys, first-seen
+    order), or with `transpose`, one row per quantity and one column per run."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
     if transpose:
         header = ["", *(str(row.get("run", "")) for row in rows)]
-        body = [[c, *(_cell(c, row.get(c), digits) for row in rows)] for c in columns if c != "run"]
-    else:
-        header = columns
-        body = [[_cell(c, row.get(c), digits) for c in columns] for row in rows]
+        return header, [[c, *(_cell(c, row.get(c), digits) for row in rows)] for c in columns if c != "run"]
+    return columns, [[_cell(c, row.get(c), digits) for c in columns] for row in rows]
+
+
+def markdown_table(rows: list[dict[str, Any]], digits: int = 2, transpose: bool = False) -> str:
+    """A Markdown table: one row per run (columns: the union of keys, first-seen order),
+    or with `transpose`, one row per quantity and one column per run (for terminals)."""
+    header, body = _grid(rows, digits, transpose)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines)
+
+
+def html_table(rows: list[dict[str, Any]], digits: int = 2, transpose: bool = False) -> str:
+    """The same table as an HTML <table> (cells escaped)."""
+    header, body = _grid(rows, digits, transpose)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    lines = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in body)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{lines}</tbody></table>"
+
+
+def csv_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as CSV with full-precision numbers (empty cell = not available), for spreadsheets."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({c: ("" if row.get(c) is None else row.get(c)) for c in columns} for row in rows)
+    return buffer.getvalue()

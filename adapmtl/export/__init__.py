@@ -1,0 +1,90 @@
+"""Files out of a finished run: dense state dict, compact sparse file, ONNX.
+
+    from adapmtl.export import export_run, load_dense, load_sparse, onnx_session
+    info = export_run("runs/quickstart/adapmtl", "sparse", half=True)
+    print(info.summary())                 # path, size, ratio to the dense fp32 file
+    model = load_sparse(info.path)        # the exact finalized model (fp16-rounded values with half)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from adapmtl.export.container import read_checked
+from adapmtl.export.dense import DENSE_FORMAT, encode_dense, load_dense, write_dense
+from adapmtl.export.errors import ExportError
+from adapmtl.export.onnx import check_onnx, onnx_session, write_onnx
+from adapmtl.export.sparse import SPARSE_FORMAT, encode_sparse, load_sparse, load_sparse_state, write_sparse
+from adapmtl.export.spec import CONFIG_FILE, ModelSpec, load_run_model
+
+FORMATS = ("dense", "sparse", "onnx")
+DEFAULT_NAMES = {"dense": "model_dense.safetensors", "sparse": "model_sparse.safetensors", "onnx": "model.onnx"}
+
+__all__ = [
+    "DENSE_FORMAT", "SPARSE_FORMAT", "FORMATS", "ExportError", "ExportInfo", "ModelSpec",
+    "check_onnx", "encode_dense", "encode_sparse", "export_run", "load_dense", "load_run_model",
+    "load_sparse", "load_sparse_state", "onnx_session", "read_checked", "write_dense", "write_onnx", "write_sparse",
+]
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """What `export_run` wrote: `bytes` of the file and `dense_bytes` of the dense fp32 export
+    of the same model (the reference of `ratio`); `max_abs_diff`: ONNX vs PyTorch outputs."""
+
+    path: Path
+    format: str
+    half: bool
+    bytes: int
+    dense_bytes: int
+    max_abs_diff: float | None = None
+
+    @property
+    def ratio(self) -> float:
+        return self.bytes / self.dense_bytes
+
+    def summary(self) -> str:
+        text = (f"wrote {self.path} ({self.format}{', fp16' if self.half else ''}): {self.bytes:,} bytes, "
+                f"{self.ratio:.4f}x the dense fp32 file ({self.dense_bytes:,} bytes)")
+        if self.max_abs_diff is not None:
+            text += f"; onnxruntime vs PyTorch: max |difference| {self.max_abs_diff:.3g}"
+        return text
+
+
+def default_input_size(run_dir: str | Path) -> tuple[int, int]:
+    """(H, W) the run evaluated at: data.eval_size, else data.crop, else data.synthetic_size, else 321×321."""
+    data = (yaml.safe_load((Path(run_dir) / CONFIG_FILE).read_text()) or {}).get("data") or {}
+    for key in ("eval_size", "crop", "synthetic_size"):
+        size = data.get(key)
+        if size:
+            return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return 321, 321
+
+
+def export_run(run_dir: str | Path, format: str, out: str | Path | None = None, *, half: bool = False,
+               input_size: Sequence[int] | None = None) -> ExportInfo:
+    """Export a finished run's finalized model (its model.safetensors) as `format`:
+    "dense" (state dict + spec), "sparse" (bitmask + values; `half`: fp16 values) or "onnx"
+    (checked with onnxruntime at `input_size` (H, W), default: the run's evaluation size).
+    `out`: the file to write (default: RUN_DIR/export/<model_dense|model_sparse[_fp16]>.safetensors or model.onnx).
+    """
+    if format not in FORMATS:
+        raise ExportError(f"unknown export format {format!r}; expected one of {FORMATS}")
+    if half and format == "onnx":
+        raise ExportError("--half applies to the dense and sparse formats; ONNX is exported in fp32")
+    model, spec = load_run_model(run_dir)
+    state = model.state_dict()
+    if out is None:
+        name = DEFAULT_NAMES[format]
+        out = Path(run_dir) / "export" / (name.replace(".safetensors", "_fp16.safetensors") if half else name)
+    max_diff = None
+    if format == "dense":
+        path = write_dense(state, spec, out, half=half)
+    elif format == "sparse":
+        path = write_sparse(state, spec, out, half=half)
+    else:
+        path, max_diff = write_onnx(model, spec, out, input_size or default_input_size(run_dir))
+    return ExportInfo(Path(path), format, half, Path(path).stat().st_size, len(encode_dense(state, spec)), max_diff)

@@ -1,0 +1,48 @@
+"""Dense export: the finalized model as an ordinary state dict plus the spec that rebuilds it.
+
+    model_dense.safetensors   plain state dict (zeros included), metadata: format "adapmtl-dense",
+                              version, sha256, model (the ModelSpec as JSON)
+    model_dense.json          the same ModelSpec, for readers that skip safetensors metadata
+
+Rebuild without adapmtl's sparsity code:
+    spec = json.load(open("model_dense.json"))
+    model = create_model(spec["name"], spec["tasks"], width=spec["width"], head_channels=spec["head_channels"],
+                         dropout=spec["dropout"], upsample=spec["upsample"])
+    model.load_state_dict(safetensors.torch.load_file("model_dense.safetensors"))
+(`load_dense` does the same and also verifies the checksum.)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from adapmtl.export.container import encode_checked, read_checked, write_atomic
+from adapmtl.export.spec import ModelSpec
+from adapmtl.models import MultiTaskModel
+
+DENSE_FORMAT = "adapmtl-dense"
+
+
+def encode_dense(state: Mapping[str, torch.Tensor], spec: ModelSpec, *, half: bool = False) -> bytes:
+    """The dense file's bytes; `half` stores floating tensors as fp16 (loaded back as fp32)."""
+    tensors = {k: v.half() if half and v.is_floating_point() else v for k, v in state.items()}
+    return encode_checked(tensors, DENSE_FORMAT, {"model": json.dumps(spec.to_dict()),
+                                                  "dtype": "float16" if half else "float32"})
+
+
+def write_dense(state: Mapping[str, torch.Tensor], spec: ModelSpec, path: str | Path, *, half: bool = False) -> Path:
+    """Write `state` to `path` (.safetensors) and the spec beside it (same stem, .json)."""
+    path = write_atomic(path, encode_dense(state, spec, half=half))
+    write_atomic(path.with_suffix(".json"), (json.dumps(spec.to_dict(), indent=2) + "\n").encode())
+    return path
+
+
+def load_dense(path: str | Path) -> MultiTaskModel:
+    """The model of a dense export, rebuilt with `create_model`, weights in fp32, eval mode."""
+    tensors, metadata = read_checked(path, DENSE_FORMAT)
+    model = ModelSpec.from_dict(json.loads(metadata.get("model", "{}")), where=str(path)).build()
+    model.load_state_dict(tensors)
+    return model.eval()

@@ -1,0 +1,112 @@
+"""ONNX export of a finalized model, checked against PyTorch with onnxruntime.
+
+`model.onnx` takes `image` [B, 3, H, W] (float32, normalised as in training; B is dynamic)
+and returns one output per task, named after the task, in the model's head order. A sidecar
+`model.onnx.json` records the SHA-256 of the file, the model spec, the input size used for the
+check and the largest absolute difference found; `onnx_session` verifies the checksum.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from adapmtl.export.container import write_atomic
+from adapmtl.export.errors import ExportError
+from adapmtl.export.spec import ModelSpec
+
+
+class _TaskTuple(nn.Module):
+    """The multitask model with its {task: output} dict flattened to a tuple (ONNX outputs are positional)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.model(image)
+        return tuple(outputs[task] for task in self.model.heads)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_onnx(model: nn.Module, spec: ModelSpec, path: str | Path, input_size: Sequence[int],
+               *, opset: int = 18, batch: int = 2, seed: int = 0) -> tuple[Path, float]:
+    """Export `model` (eval mode) to `path` with torch.onnx (torch.export-based exporter), run the
+    file with onnxruntime on a seeded random batch of `input_size` (H, W), compare every output
+    with PyTorch's (rtol 1e-4, atol 1e-4 × the output's scale) and return (path, max |difference|).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapped = _TaskTuple(model.eval()).eval()
+    image = torch.randn(batch, 3, *input_size, generator=torch.Generator().manual_seed(seed))
+    tmp = path.with_name(path.name + ".tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's chatter about optional torchvision ops and deprecations
+        try:
+            torch.onnx.export(wrapped, (image,), str(tmp), input_names=["image"], output_names=list(model.heads),
+                              opset_version=opset, dynamo=True, external_data=False, verbose=False,
+                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        except Exception as error:  # the exporter raises many types; say which model and why
+            raise ExportError(f"ONNX export of {spec.name} failed: {error}") from error
+    tmp.replace(path)
+    max_diff = check_onnx(path, wrapped, image)
+    sidecar = {"sha256": _sha256(path), "model": spec.to_dict(), "inputs": {"image": ["batch", 3, *input_size]},
+               "outputs": list(model.heads), "opset": opset, "max_abs_diff": max_diff}
+    write_atomic(path.with_name(path.name + ".json"), (json.dumps(sidecar, indent=2) + "\n").encode())
+    return path, max_diff
+
+
+def onnx_session(path: str | Path):
+    """An onnxruntime InferenceSession (CPU) for an exported file, after verifying its checksum
+    against the sidecar `<file>.json` written at export."""
+    path = Path(path)
+    sidecar = path.with_name(path.name + ".json")
+    if not path.is_file() or not sidecar.is_file():
+        raise ExportError(f"{path}: expected the ONNX file and its sidecar {sidecar.name} (written by `adapmtl export`)")
+    try:
+        expected = json.loads(sidecar.read_text())["sha256"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ExportError(f"{sidecar}: damaged sidecar ({error!r})") from None
+    if _sha256(path) != expected:
+        raise ExportError(f"{path}: checksum mismatch: the file is truncated or corrupted "
+                          f"(its SHA-256 differs from the one in {sidecar.name})")
+    return _raw_session(path)
+
+
+def check_onnx(path: str | Path, model: nn.Module, image: torch.Tensor) -> float:
+    """Run `path` with onnxruntime on `image` and compare with `model(image)` (a tuple or a task dict);
+    raises ExportError beyond tolerance, returns the largest absolute difference."""
+    session = _raw_session(path)
+    got = session.run(None, {"image": image.numpy()})
+    with torch.no_grad():
+        expected = model(image)
+    if isinstance(expected, dict):
+        expected = tuple(expected.values())
+    max_diff = 0.0
+    for name, ours, theirs in zip([o.name for o in session.get_outputs()], got, expected):
+        theirs = theirs.numpy()
+        scale = max(1.0, float(np.abs(theirs).max()))
+        try:
+            np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * scale)
+        except AssertionError as error:
+            raise ExportError(f"{path}: output {name!r} differs from PyTorch's beyond tolerance: {error}") from None
+        max_diff = max(max_diff, float(np.abs(ours - theirs).max()))
+    return max_diff
+
+
+def _raw_session(path: str | Path):
+    import onnxruntime  # imported late: only ONNX work needs it
+
+    try:
+        return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime's exception types are not importable in a stable way
+        raise ExportError(f"{path}: onnxruntime cannot load it ({error})") from None

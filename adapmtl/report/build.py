@@ -1,0 +1,138 @@
+"""`adapmtl report`: tables, figures and one HTML page for one or many run folders."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from adapmtl.report.html import figure_html, heading, html_page, paragraph
+from adapmtl.report.plots import (delta_t_figure, layer_sparsity_figure, losses_figure, save_figure, sparsity_figure,
+                                  task_weights_figure, thresholds_figure)
+from adapmtl.report.runs import ReportError, RunRecord, load_run, load_runs
+from adapmtl.report.sensitivity import read_sensitivity, sensitivity_figure
+from adapmtl.report.table import comparison_rows, csv_table, html_table, markdown_table
+
+RUN_FIGURES: list[tuple[str, Callable[[RunRecord], object], str]] = [
+    ("sparsity", sparsity_figure, "Sparsity of each component (and overall, dashed) during training; the dotted "
+     "line is the target. The paper's Figure 3."),
+    ("thresholds", thresholds_figure, "Each component's learned threshold τ: weights with |W| ≤ τ are zero."),
+    ("task_weights", task_weights_figure, "The adaptive loss weight of each task during training."),
+    ("losses", losses_figure, "Training loss of each task (solid) and validation loss (dashed)."),
+    ("layer_sparsity", layer_sparsity_figure, "Sparsity of every prunable layer of the final model, in model order, "
+     "coloured by component; the legend gives each component's sparsity and weight count."),
+]
+
+
+@dataclass
+class ReportFiles:
+    """What `write_report` wrote (figures: PNG and SVG of each)."""
+
+    out_dir: Path
+    html: Path
+    table_md: Path | None = None
+    table_csv: Path | None = None
+    figures: list[Path] = field(default_factory=list)
+    table: str = ""
+    """The table for a terminal: one column per run when there are at most 6, else one row per run."""
+
+
+def resolve_baseline(runs: list[RunRecord], baseline: str | None) -> RunRecord | None:
+    """The dense run ΔT is measured against: `baseline` as a label among `runs` or a run folder
+    (added to `runs` when outside them); by default the first finished run of method "dense"."""
+    if baseline is None:
+        return next((r for r in runs if r.method == "dense" and r.result is not None), None)
+    found = next((r for r in runs if r.label == baseline), None)
+    if found is None and Path(baseline).is_dir():
+        found = next((r for r in runs if r.path == Path(baseline).resolve()), None)
+        if found is None:
+            found = load_run(Path(baseline).resolve(), label=f"{Path(baseline).name} (baseline)")
+            runs.insert(0, found)
+    if found is None:
+        raise ReportError(f"baseline {baseline!r} is neither a run folder nor one of the runs {[r.label for r in runs]}")
+    if found.result is None:
+        raise ReportError(f"baseline {found.path} has not finished (no result.json): ΔT needs its test metrics")
+    return found
+
+
+def _stem(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label.replace(os.sep, "__"))
+
+
+def write_report(paths: Iterable[str | Path], out_dir: str | Path | None = None, *, baseline: str | None = None,
+                 split: str = "test", figures: bool = True) -> ReportFiles:
+    """Write the comparison table (table.md, table.csv), the figures (figures/*.png, *.svg) and
+    report.html (the tables and figures in one self-contained file) for the runs in `paths`
+    (run folders, or folders holding runs, such as a bench's output).
+
+    out_dir: default RUN_DIR/report for one run, else <common folder of the runs>/report.
+    baseline: the dense run for ΔT (a label or a run folder); default: the first finished dense run;
+        without one, the table has no ΔT columns. split: "test" or "val" (the table's metrics).
+    """
+    if split not in ("test", "val"):
+        raise ReportError(f"split must be 'test' or 'val', got {split!r}")
+    runs = load_runs(paths)
+    base = resolve_baseline(runs, baseline)
+    if out_dir is None:
+        out_dir = (runs[0].path if len(runs) == 1 else Path(os.path.commonpath([r.path for r in runs]))) / "report"
+    out = ReportFiles(Path(out_dir), Path(out_dir) / "report.html")
+    out.out_dir.mkdir(parents=True, exist_ok=True)
+    blocks = [paragraph(f"{len(runs)} run(s): " + ", ".join(f"{r.label} ({r.method}"
+                                                            + (f", target {100 * r.target:g} %" if r.target else "")
+                                                            + ("" if r.result else ", unfinished") + ")" for r in runs))]
+
+    finished = [r for r in runs if r.result is not None]
+    if finished:
+        first = [base] if base is not None else []  # the baseline's row on top, as in the paper
+        rows = comparison_rows({r.label: r.result for r in first + [r for r in finished if r is not base]},
+                               base.label if base else None, split)
+        out.table = markdown_table(rows, transpose=len(rows) <= 6)
+        against = f"ΔT in % against {base.label} (positive = better)" if base else "no dense run: no ΔT"
+        out.table_md = out.out_dir / "table.md"
+        out.table_md.write_text(f"{split} split; metrics in their units, sparsity in %; {against}.\n\n"
+                                f"{markdown_table(rows)}\n")
+        out.table_csv = out.out_dir / "table.csv"
+        out.table_csv.write_text(csv_table(rows))
+        blocks += [heading("Comparison"), paragraph(f"{split} split; sparsity in % of prunable weights; {against}."),
+                   html_table(rows)]
+    if not figures:
+        out.html.write_text(html_page("adapmtl report", blocks))
+        return out
+
+    def add(fig, stem: str, caption: str) -> None:
+        if fig is None:
+            return
+        png, svg = save_figure(fig, out.out_dir / "figures" / stem)
+        out.figures += [png, svg]
+        blocks.append(figure_html(png, caption))
+
+    if base is not None and len(finished) > 1:
+        blocks.append(heading("ΔT against overall sparsity"))
+        add(delta_t_figure(runs, base, split), "delta_t_vs_sparsity",
+            f"ΔT ({split} split) against {base.label} versus overall sparsity, one line per method; runs that share "
+            "method and target are averaged (error bars: std over seeds).")
+    for run in runs:
+        blocks.append(heading(f"Run {run.label}"))
+        blocks.append(paragraph(f"{run.path} — method {run.method}"
+                                + (f", target {100 * run.target:g} %" if run.target else "")
+                                + (f", final sparsity {100 * run.result['sparsity']['overall']:.2f} %" if run.result else ", unfinished")))
+        for kind, make, caption in RUN_FIGURES:
+            add(make(run), f"{_stem(run.label)}_{kind}", caption)
+        sweeps = read_sensitivity(run.path)
+        for sweep in sweeps:
+            add(sensitivity_figure([sweep]), f"{_stem(run.label)}_sensitivity_{sweep.component}",
+                f"Sensitivity of {sweep.component}: each task's metric relative to the unpruned model when only "
+                f"{sweep.component}'s smallest weights are removed, without retraining (the paper's Figure 5).")
+    out.html.write_text(html_page("adapmtl report", blocks))
+    return out
+
+
+def report_summary(files: ReportFiles) -> str:
+    """What the command prints: the table and where everything went."""
+    lines = [files.table] if files.table else []
+    lines += [f"report: {files.html}"]
+    if files.table_md:
+        lines += [f"tables: {files.table_md}, {files.table_csv}"]
+    if files.figures:
+        lines += [f"figures: {len(files.figures) // 2} (PNG + SVG) in {files.out_dir / 'figures'}"]
+    return "\n".join(lines)
