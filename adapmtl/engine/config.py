@@ -65,6 +65,14 @@ class MethodConfig(_Section):
     reach_at: float = Field(2 / 3, gt=0, le=1)
     schedule: Literal["cubic", "linear"] = "cubic"
     interval: Optional[int] = Field(None, ge=1)
+    # mask-based baselines (imp, lth, snip, gmp, disparse_*, random); see adapmtl/methods
+    prune_start: float = Field(0.25, ge=0, lt=1, description="gmp, imp: first pruning, as a fraction of train.steps")
+    rounds: int = Field(3, ge=1, description="imp: prune/fine-tune rounds to the target")
+    pretrain: float = Field(0.5, gt=0, lt=1, description="lth: fraction of train.steps trained dense before pruning")
+    rewind_step: int = Field(0, ge=0, description="lth: rewind to the weights after this step (0: initial)")
+    importance_batches: int = Field(10, ge=1, description="snip, disparse_*: batches scoring importance")
+    update_every: int = Field(50, ge=1, description="gmp, disparse_dynamic: steps between mask updates")
+    regrow_fraction: float = Field(0.3, gt=0, lt=1, description="disparse_dynamic: initial drop/regrow fraction")
 
 
 class TrainConfig(_Section):
