@@ -25,6 +25,7 @@ import math
 import platform
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -137,7 +138,7 @@ def load_bench(path: str | Path, overrides: Sequence[str] = ()) -> Bench:
     return bench
 
 
-def run_bench(bench: Bench, echo: Callable[[str], None] = print) -> dict[str, Any]:
+def run_bench(bench: Bench, echo: Callable[[str], None] = partial(print, flush=True)) -> dict[str, Any]:
     """Run every missing run of `bench` (finished ones are skipped, interrupted ones resumed),
     then write bench.md, bench.csv and bench.json to its out_dir; returns the JSON content."""
     runs = bench.runs()
