@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import yaml
@@ -50,6 +50,7 @@ class BenchSection(BaseModel):
     targets: list[float] = Field(min_length=1)
     seeds: list[int] = Field([0], min_length=1)
     out_dir: str = "runs/bench"
+    threads: Optional[int] = Field(None, ge=1, description="torch CPU threads for the runs; default: torch's")
 
     @field_validator("methods")
     @classmethod
@@ -142,6 +143,8 @@ def run_bench(bench: Bench, echo: Callable[[str], None] = partial(print, flush=T
     """Run every missing run of `bench` (finished ones are skipped, interrupted ones resumed),
     then write bench.md, bench.csv and bench.json to its out_dir; returns the JSON content."""
     runs = bench.runs()
+    if bench.section.threads:
+        torch.set_num_threads(bench.section.threads)
     started = time.perf_counter()
     for i, run in enumerate(runs, 1):
         where = f"run {i}/{len(runs)}: {run.method}" + (f" target={run.target:g}" if run.target else "") + f" seed={run.seed}"
