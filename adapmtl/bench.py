@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from adapmtl.engine.config import PRESETS, ConfigError, apply_overrides, validate_config
+from adapmtl.engine.config import ConfigError, apply_overrides, read_yaml, validate_config
 from adapmtl.engine.trainer import LAST, RESULT_FILE, resume, train
 from adapmtl.methods import METHODS
 from adapmtl.report import comparison_rows
@@ -116,15 +115,7 @@ class Bench:
 def load_bench(path: str | Path, overrides: Sequence[str] = ()) -> Bench:
     """Read a bench file (a path or a preset name such as `bench_synthetic`) with key=value
     overrides (`bench.seeds=[0]`, `train.steps=100`); every run's config is validated now."""
-    path = Path(path)
-    if not path.is_file() and (PRESETS / f"{path}.yaml").is_file():
-        path = PRESETS / f"{path}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"bench file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    path, raw = read_yaml(path)
     raw = apply_overrides(raw, overrides)
     if not isinstance(raw, dict) or "bench" not in raw:
         raise ConfigError(f"{path}: a bench file needs a `bench` section with methods, targets, seeds, out_dir")

@@ -160,21 +160,26 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESETS.glob("*.yaml"))
 
 
+def read_yaml(path: str | Path) -> tuple[Path, Any]:
+    """Resolve `path` (a file, or a preset name) and parse it: (the file, its YAML content)."""
+    path = Path(path)
+    if not path.is_file() and (PRESETS / f"{path}.yaml").is_file():
+        path = PRESETS / f"{path}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; presets: {', '.join(preset_names())}")
+    try:
+        return path, yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+
+
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
     """Read a YAML config (a path, or a preset name; None: all defaults), apply overrides, validate."""
     raw: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        path = Path(path)
-        if not path.is_file() and (PRESETS / f"{path}.yaml").is_file():
-            path = PRESETS / f"{path}.yaml"
+        path, raw = read_yaml(path)
         source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; presets: {', '.join(preset_names())}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path} is not valid YAML: {error}") from None
     raw = apply_overrides(raw, overrides)
     config = validate_config(raw, source if not overrides else f"{source} with overrides {list(overrides)}")
     if config.name is None and path is not None:
