@@ -228,7 +228,19 @@ def tables(rows: list[dict[str, Any]]) -> str:
     seeds = max((r["seeds"] for r in rows), default=0)
     note = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
     return (f"ΔT in % against the dense model of the same seed (positive = better); sparsity in %; {note}.\n\n"
+            f"ΔT by method and target sparsity:\n\n{headline(rows)}\n\n"
             f"{_markdown(rows, summary)}\n\nTest metrics:\n\n{_markdown(rows, metrics)}\n")
+
+
+def headline(rows: list[dict[str, Any]]) -> str:
+    """A Markdown pivot of overall ΔT: one row per sparse method, one column per target."""
+    sparse = [r for r in rows if r["method"] != BASELINE]
+    targets = sorted({r["target"] for r in sparse})
+    lines = ["| method | " + " | ".join(f"{t:g}" for t in targets) + " |", "|---|" + "---|" * len(targets)]
+    for method in dict.fromkeys(r["method"] for r in sparse):
+        cells = {r["target"]: _cell(r, "ΔT") for r in sparse if r["method"] == method}
+        lines.append(f"| {method} | " + " | ".join(cells.get(t, "missing") for t in targets) + " |")
+    return "\n".join(lines)
 
 
 def write_outputs(bench: Bench) -> dict[str, Any]:

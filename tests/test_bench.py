@@ -68,6 +68,7 @@ def test_each_seed_is_compared_with_its_own_dense_run_then_averaged(tmp_path):
     write_outputs(bench)
     table = (tmp_path / "bench" / "bench.md").read_text()
     assert "| lth | 0.9 | +0.00 ± 14.14 |" in table and "| 100 | 50 |" in table
+    assert "| method | 0.9 |\n|---|---|\n| lth | +0.00 ± 14.14 |" in table  # the headline pivot
 
 
 def test_partial_bench_says_which_runs_are_missing(tmp_path):
