@@ -179,7 +179,6 @@ def aggregate(bench: Bench) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
             result = seed_results[row["run"]]
             row["train iters"] = result["train_iterations"]
             row["dense iters"] = result.get("dense_iterations", 0)
-            row["train s"] = result.get("train_seconds")
             per_seed_rows.setdefault(row["run"], []).append(row)
     rows = []
     first_of_label: dict[str, BenchRun] = {}
@@ -221,7 +220,7 @@ def _markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
 def tables(rows: list[dict[str, Any]]) -> str:
     """Two Markdown tables: the summary (ΔT per task, sparsities, ΔT, iterations) and every metric."""
     keys = [k for k in dict.fromkeys(k for r in rows for k in r)
-            if k not in ("run", "method", "target", "seeds", "train s") and not k.endswith(" std")]
+            if k not in ("run", "method", "target", "seeds") and not k.endswith(" std")]
     summary = [k for k in keys if k.startswith("ΔT ")] + [k for k in keys if k.startswith("sparsity")] \
         + ["ΔT", *SUMMARY_COLUMNS]
     metrics = [k for k in keys if k not in summary]
