@@ -172,6 +172,31 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def _add_bench(subparsers: argparse._SubParsersAction) -> None:
+    """`adapmtl bench --config FILE [key=value ...]`: methods × targets × seeds, resumable."""
+    parser = subparsers.add_parser(
+        "bench", help="compare pruning methods: methods x target sparsities x seeds (resumable)",
+        description="Run every method x target x seed of a bench file (a path or a preset name such as "
+        "bench_synthetic) through the same engine; finished runs are skipped, interrupted ones resumed. "
+        "Writes bench.md, bench.csv and bench.json to the bench's out_dir.",
+    )
+    parser.add_argument("--config", required=True, help="bench YAML file or preset name (bench_synthetic)")
+    parser.add_argument("--table-only", action="store_true", help="only rewrite the tables from finished runs")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. bench.seeds=[0] train.steps=100")
+
+    def run(args: argparse.Namespace) -> int:
+        from adapmtl.bench import load_bench, run_bench, write_outputs
+
+        bench = load_bench(args.config, args.overrides)
+        content = write_outputs(bench) if args.table_only else run_bench(bench)
+        print((bench.out_dir / "bench.md").read_text())
+        print(f"wrote {bench.out_dir / 'bench.md'}, bench.csv, bench.json"
+              + (f"; {len(content['missing'])} runs missing" if content["missing"] else ""))
+        return 0
+
+    parser.set_defaults(run=run)
+
+
 def _add_report(subparsers: argparse._SubParsersAction) -> None:
     """`adapmtl report RUN_DIR... [--out DIR] [--baseline RUN] [--split test|val]`."""
     parser = subparsers.add_parser(
@@ -226,7 +251,7 @@ def _add_sensitivity(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-_SUBCOMMANDS.extend([_add_train, _add_eval, _add_quickstart, _add_export, _add_report, _add_sensitivity])
+_SUBCOMMANDS.extend([_add_train, _add_eval, _add_quickstart, _add_bench, _add_report, _add_sensitivity, _add_export])
 
 if __name__ == "__main__":
     raise SystemExit(main())

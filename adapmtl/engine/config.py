@@ -65,6 +65,14 @@ class MethodConfig(_Section):
     reach_at: float = Field(2 / 3, gt=0, le=1)
     schedule: Literal["cubic", "linear"] = "cubic"
     interval: Optional[int] = Field(None, ge=1)
+    # mask-based baselines (imp, lth, snip, gmp, disparse_*, random); see adapmtl/methods
+    prune_start: float = Field(0.25, ge=0, lt=1, description="gmp, imp: first pruning, as a fraction of train.steps")
+    rounds: int = Field(3, ge=1, description="imp: prune/fine-tune rounds to the target")
+    pretrain: float = Field(0.5, gt=0, lt=1, description="lth: fraction of train.steps trained dense before pruning")
+    rewind_step: int = Field(0, ge=0, description="lth: rewind to the weights after this step (0: initial)")
+    importance_batches: int = Field(10, ge=1, description="snip, disparse_*: batches scoring importance")
+    update_every: int = Field(50, ge=1, description="gmp, disparse_dynamic: steps between mask updates")
+    regrow_fraction: float = Field(0.3, gt=0, lt=1, description="disparse_dynamic: initial drop/regrow fraction")
 
 
 class TrainConfig(_Section):
@@ -152,21 +160,26 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESETS.glob("*.yaml"))
 
 
+def read_yaml(path: str | Path) -> tuple[Path, Any]:
+    """Resolve `path` (a file, or a preset name) and parse it: (the file, its YAML content)."""
+    path = Path(path)
+    if not path.is_file() and (PRESETS / f"{path}.yaml").is_file():
+        path = PRESETS / f"{path}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; presets: {', '.join(preset_names())}")
+    try:
+        return path, yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+
+
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
     """Read a YAML config (a path, or a preset name; None: all defaults), apply overrides, validate."""
     raw: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        path = Path(path)
-        if not path.is_file() and (PRESETS / f"{path}.yaml").is_file():
-            path = PRESETS / f"{path}.yaml"
+        path, raw = read_yaml(path)
         source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; presets: {', '.join(preset_names())}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path} is not valid YAML: {error}") from None
     raw = apply_overrides(raw, overrides)
     config = validate_config(raw, source if not overrides else f"{source} with overrides {list(overrides)}")
     if config.name is None and path is not None:

@@ -30,7 +30,7 @@ from adapmtl.engine.distributed import Distributed, all_reduce_mean, barrier, se
 from adapmtl.engine.evaluate import evaluate, move
 from adapmtl.engine.logger import RunLogger
 from adapmtl.errors import AdapMTLError
-from adapmtl.methods import Method, create_method
+from adapmtl.methods import Method, MethodContext, create_method
 from adapmtl.models import create_model
 from adapmtl.weighting import TaskWeighting, create_weighting
 
@@ -125,8 +125,30 @@ def build_run(config: Config, run_dir: Path, env: Distributed) -> Run:
     weighting = create_weighting(method.weighting, list(tasks), t.steps, begin=config.method.weighting_begin,
                                  window=config.method.weighting_window)
     autocast, scaler = _autocast(config, env.device)
+    method.bind(_method_context(config, env, tasks, datasets["train"], optimizer, scheduler))
     return Run(config, run_dir, env, model, trained, method, tasks, weighting, optimizer, scheduler, scaler,
                autocast, datasets)
+
+
+def _method_context(config: Config, env: Distributed, tasks: dict, dataset, optimizer, scheduler) -> MethodContext:
+    """Training batches, task losses and the optimizer's reset, for methods that need them."""
+
+    def batches(start: int, n: int):
+        loader = train_loader(config, dataset, start, env.rank, env.world_size)
+        for _, batch in zip(range(n), loader):
+            yield move(batch, env.device)
+
+    def task_losses(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        outputs = model(batch["image"])
+        return {t: task.loss(outputs[t].float(), batch[t]) for t, task in tasks.items()}
+
+    def reset_optimizer() -> None:
+        optimizer.state.clear()
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"]
+        scheduler.last_epoch = 0
+
+    return MethodContext(batches, task_losses, partial(all_reduce_mean, env=env), reset_optimizer)
 
 
 def save_checkpoint(run: Run, path: str) -> None:
@@ -239,6 +261,7 @@ def finish(run: Run) -> dict[str, Any]:
         "target": run.config.method.target if run.method.sparse else 0.0,
         "steps": run.config.train.steps,
         "train_iterations": run.config.train.steps,
+        "dense_iterations": run.method.dense_iterations,
         "selected_step": run.best["step"] or run.step,
         "test": results["test"],
         "val": results["val"],
@@ -279,7 +302,9 @@ def train(config: Config, run_dir: str | Path | None = None, *, stop_at: int | N
     """
     env = setup(config.train.device)
     run_dir = _prepare_run_dir(config, Path(run_dir) if run_dir else None, env)
-    return _loop(build_run(config, run_dir, env), stop_at)
+    run = build_run(config, run_dir, env)
+    run.method.begin(run.model)
+    return _loop(run, stop_at)
 
 
 def resume(run_dir: str | Path, *, stop_at: int | None = None) -> dict[str, Any] | None:

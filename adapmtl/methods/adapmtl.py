@@ -1,7 +1,7 @@
 """`adapmtl`: the paper's method, with the exact-target controller."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -17,8 +17,10 @@ class AdapMTL(Method):
 
     name = "adapmtl"
     default_weighting = "adaptive"
+    granularity: ClassVar[str | None] = None  # None: the config's; the ablations fix it
+
     def prepare(self, model: nn.Module) -> None:
-        sparsity.sparsify(model, init=self.config.init, granularity=self.config.granularity)
+        sparsity.sparsify(model, init=self.config.init, granularity=self.granularity or self.config.granularity)
         self.controller = SparsityController(
             model, self.config.target, self.train.steps, reach_at=self.config.reach_at,
             schedule=self.config.schedule, policy=self.config.policy, interval=self.config.interval,
@@ -50,3 +52,24 @@ class AdapMTL(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.controller.load_state_dict(state["controller"])
+
+
+class AdapMTLGlobal(AdapMTL):
+    """Ablation: one threshold for the whole model (the paper's "without adaptive thresholds")."""
+
+    name = "adapmtl_global"
+    granularity = "global"
+
+
+class AdapMTLLayer(AdapMTL):
+    """Ablation: one threshold per layer, as STR."""
+
+    name = "adapmtl_layer"
+    granularity = "layer"
+
+
+class AdapMTLEqualWeights(AdapMTL):
+    """Ablation: component thresholds, but equal task weights (no adaptive weighting)."""
+
+    name = "adapmtl_equal_weights"
+    default_weighting = "equal"

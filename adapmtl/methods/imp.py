@@ -1,0 +1,41 @@
+"""`imp`: iterative magnitude pruning, global over the prunable weights.
+
+The first `method.prune_start` of `train.steps` trains dense; `method.rounds` prune/fine-tune
+rounds follow, evenly spaced up to `method.reach_at`, each to an exact count of zeros; the
+rest of the budget fine-tunes with the final mask fixed.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from adapmtl.methods.base import MethodError
+from adapmtl.methods.masks import MaskedMethod
+
+
+class IMP(MaskedMethod):
+    """Iterative magnitude pruning: `method.rounds` prune/fine-tune rounds, evenly spaced
+    from `prune_start` to `reach_at`; round r prunes to 1 − (1 − target)^(r/R), so every
+    round removes the same fraction of the surviving weights."""
+
+    name = "imp"
+
+    def prepare(self, model: nn.Module) -> None:
+        super().prepare(model)
+        first, last = self.step_at(self.config.prune_start), self.step_at(self.config.reach_at)
+        if not 1 <= first <= last:
+            raise MethodError(f"imp: method.prune_start ({self.config.prune_start}) must come before "
+                              f"method.reach_at ({self.config.reach_at}) and after step 1")
+        rounds = self.config.rounds
+        self.schedule = {
+            round(first + (last - first) * r / max(1, rounds - 1)): 1 - (1 - self.config.target) ** ((r + 1) / rounds)
+            for r in range(rounds)
+        }
+        self.final_step = max(self.schedule)
+
+    @property
+    def dense_iterations(self) -> int:
+        return min(self.schedule)
+
+    def update_masks(self, model: nn.Module, step: int) -> None:
+        if step in self.schedule:
+            self.maskset.prune_magnitude(self.config.target if step == self.final_step else self.schedule[step])

@@ -1,0 +1,60 @@
+"""`lth`: the lottery ticket procedure (Frankle & Carbin, 2019), inside the same budget.
+
+Train dense for `method.pretrain` of `train.steps`, prune globally by magnitude to the
+target, rewind every parameter and buffer to its value after step `method.rewind_step`
+(0: the initial weights; > 0: "late rewinding"), reset the optimizer's moments and the lr
+schedule, and retrain the rest of the budget with the mask fixed. The dense phase is part
+of `train.steps`, so the total iterations equal every other method's (`dense_iterations`
+says how many of them trained the dense model).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from adapmtl.methods.base import MethodError
+from adapmtl.methods.masks import MaskedMethod
+
+
+class LTH(MaskedMethod):
+    name = "lth"
+
+    def prepare(self, model: nn.Module) -> None:
+        super().prepare(model)
+        self.final_step = self.step_at(self.config.pretrain)
+        if not self.config.rewind_step < self.final_step < self.train.steps:
+            raise MethodError(f"lth: the rewind step ({self.config.rewind_step}) must come before the pruning step "
+                              f"({self.final_step} = method.pretrain × train.steps), which must come before the end")
+        self.rewind_state: dict[str, torch.Tensor] | None = None
+
+    @property
+    def dense_iterations(self) -> int:
+        return self.final_step
+
+    def _snapshot(self, model: nn.Module) -> None:
+        self.rewind_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def begin(self, model: nn.Module) -> None:
+        if self.config.rewind_step == 0:
+            self._snapshot(model)
+
+    def update_masks(self, model: nn.Module, step: int) -> None:
+        if step == self.config.rewind_step:
+            self._snapshot(model)
+        if step == self.final_step:
+            if self.rewind_state is None:
+                raise MethodError("lth: no weights stored to rewind to (was begin() called on this fresh run?)")
+            self.maskset.prune_magnitude(self.config.target)
+            model.load_state_dict(self.rewind_state)
+            self.require_context().reset_optimizer()
+            self.rewind_state = None  # no longer needed; keeps later checkpoints small
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "rewind": copy.copy(self.rewind_state)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.rewind_state = state["rewind"]

@@ -1,0 +1,167 @@
+"""Binary masks over a model's prunable weights, shared by the mask-based methods.
+
+A `MaskSet` holds one boolean mask per prunable layer (`adapmtl.sparsity.prunable_layers`),
+each layer's component (backbone, one per head), and:
+
+- `apply()`: zero the pruned weights (after every optimizer step);
+- a gradient hook per weight that zeroes the pruned entries' gradients, so Adam's
+  moments never move them (switched off with `raw_gradients()` to score pruned weights);
+- `keep_top(scores, keep)`: keep exactly `keep` weights with the highest scores over the
+  whole model, ties broken by position (layer order, then element index), so a target
+  sparsity is met to the weight and the same scores always give the same mask;
+- `state_dict()` / `load_state_dict()` for exact resumes.
+
+`MaskedMethod` is the base of every method that prunes with such masks: it builds the
+masks in `prepare`, applies them after every step, and at `finalize` leaves ordinary
+weights whose exact zeros are the mask (sparsity_report gives the target).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from adapmtl.methods.base import Method, MethodContext, MethodError
+from adapmtl.sparsity import assign_components, prunable_layers
+from adapmtl.sparsity.finalize import TARGET_TOLERANCE
+
+
+class MaskSet:
+    """One boolean mask per prunable layer of `model` (all True: dense)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers = prunable_layers(model)
+        self.component_of = assign_components(model, None, fallback="model")
+        self.masks = {name: torch.ones_like(m.weight, dtype=torch.bool) for name, m in self.layers.items()}
+        self.numel = sum(m.numel() for m in self.masks.values())
+        self._hooks_on = True
+        for name, module in self.layers.items():
+            module.weight.register_hook(self._gradient_hook(name))
+
+    def _gradient_hook(self, name: str):
+        def hook(grad: torch.Tensor) -> torch.Tensor:
+            return grad * self.masks[name] if self._hooks_on else grad
+        return hook
+
+    @contextmanager
+    def raw_gradients(self) -> Iterator[None]:
+        """Within this block, backward gives the pruned weights their true gradients."""
+        self._hooks_on = False
+        try:
+            yield
+        finally:
+            self._hooks_on = True
+
+    def to(self, device: torch.device) -> None:
+        """Move the masks to `device` (where the model's weights are)."""
+        self.masks = {name: m.to(device) for name, m in self.masks.items()}
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """{layer name: its weight tensor}."""
+        return {name: m.weight for name, m in self.layers.items()}
+
+    @property
+    def zeros(self) -> int:
+        """Pruned weights over the whole model."""
+        return self.numel - int(sum(int(m.sum()) for m in self.masks.values()))
+
+    def zeros_for(self, target: float) -> int:
+        """The number of pruned weights that makes the overall sparsity `target`."""
+        if not 0.0 <= target < 1.0:
+            raise MethodError(f"target sparsity must lie in [0, 1), got {target!r}")
+        return round(target * self.numel)
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Zero the pruned weights in place."""
+        for name, module in self.layers.items():
+            module.weight.mul_(self.masks[name])
+
+    @torch.no_grad()
+    def keep_top(self, scores: dict[str, torch.Tensor], keep: int, *, among: dict[str, torch.Tensor] | None = None) -> None:
+        """Keep exactly the `keep` weights with the highest `scores` (one tensor per layer).
+
+        With `among` (boolean masks), only those positions compete; the others keep
+        their current mask state and `keep` counts only the competitors kept.
+        Ties are broken by position: the earlier layer and element wins.
+        """
+        names = list(self.masks)
+        flat = torch.cat([scores[n].detach().reshape(-1).double().cpu() for n in names])
+        allowed = None if among is None else torch.cat([among[n].reshape(-1).cpu() for n in names])
+        candidates = torch.arange(flat.numel()) if allowed is None else allowed.nonzero().flatten()
+        if not 0 <= keep <= candidates.numel():
+            raise MethodError(f"cannot keep {keep} weights out of {candidates.numel()} candidates")
+        order = torch.sort(flat[candidates], descending=True, stable=True).indices
+        chosen = torch.zeros(flat.numel(), dtype=torch.bool)
+        chosen[candidates[order[:keep]]] = True
+        offset = 0
+        for n in names:
+            size = self.masks[n].numel()
+            part = chosen[offset: offset + size].view_as(self.masks[n]).to(self.masks[n].device)
+            if allowed is None:
+                self.masks[n] = part
+            else:
+                region = allowed[offset: offset + size].view_as(self.masks[n]).to(self.masks[n].device)
+                self.masks[n] = torch.where(region, part, self.masks[n])
+            offset += size
+        self.apply()
+
+    def prune_magnitude(self, target: float) -> None:
+        """Global magnitude pruning of the current weights to overall sparsity `target`."""
+        self.keep_top({n: w.abs() for n, w in self.weights().items()}, self.numel - self.zeros_for(target))
+
+    def check(self, target: float) -> None:
+        """Raise a MethodError when the masks do not give overall sparsity `target` (±0.0005)."""
+        got = self.zeros / self.numel
+        if abs(got - target) > TARGET_TOLERANCE:
+            raise MethodError(f"the masks give overall sparsity {got:.4%}, not the target {target:.4%}")
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: m.clone() for name, m in self.masks.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if set(state) != set(self.masks):
+            raise MethodError(f"mask state for layers {sorted(state)} does not match the model's {sorted(self.masks)}")
+        for name, m in state.items():
+            self.masks[name] = m.to(device=self.masks[name].device, dtype=torch.bool)
+
+
+class MaskedMethod(Method):
+    """A method that prunes with fixed or scheduled binary masks (see MaskSet)."""
+
+    def prepare(self, model: nn.Module) -> None:
+        self.maskset = MaskSet(model)
+        self.final_step = 0  # the step after which the masks no longer change
+
+    @property
+    def selection_start(self) -> int:
+        return self.final_step + 1
+
+    def bind(self, context: MethodContext) -> None:
+        super().bind(context)
+        self.maskset.to(next(iter(self.maskset.layers.values())).weight.device)
+
+    def step_at(self, fraction: float) -> int:
+        """The step at `fraction` of training (at least 0, at most train.steps)."""
+        return min(self.train.steps, max(0, round(fraction * self.train.steps)))
+
+    def update_masks(self, model: nn.Module, step: int) -> None:
+        """Change the masks after `step` when the method's schedule says so (default: never)."""
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        self.update_masks(model, step)
+        self.maskset.apply()
+        return None
+
+    def finalize(self, model: nn.Module) -> None:
+        self.maskset.apply()
+        self.maskset.check(self.config.target)
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"masks": self.maskset.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.maskset.load_state_dict(state["masks"])

@@ -1,0 +1,24 @@
+"""`snip`: single-shot pruning at initialisation by connection sensitivity (Lee et al., 2019).
+
+Before the first step, the sensitivity |∂L/∂m · w| = |g · w| of every prunable weight is
+computed from the gradient g of the summed task losses, accumulated over the first
+`method.importance_batches` training batches; the weights with the highest sensitivity
+are kept (one global ranking, exact count), and training runs with the mask fixed.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from adapmtl.methods.importance import loss_gradients
+from adapmtl.methods.masks import MaskedMethod
+
+
+class SNIP(MaskedMethod):
+    name = "snip"
+
+    def begin(self, model: nn.Module) -> None:
+        grads = loss_gradients(model, self.maskset, self.require_context(), 0, self.config.importance_batches,
+                               per_task=False)["all"]
+        weights = self.maskset.weights()
+        scores = {n: (g * weights[n].detach()).abs() for n, g in grads.items()}
+        self.maskset.keep_top(scores, self.maskset.numel - self.maskset.zeros_for(self.config.target))
