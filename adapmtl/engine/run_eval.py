@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from torch import nn
+from torch.utils.data import Dataset
 
 from safetensors.torch import load_file
 
 from adapmtl.engine.checkpoint import CheckpointError, load_checkpoint
-from adapmtl.engine.config import ConfigError, load_config
+from adapmtl.engine.config import Config, ConfigError, load_config
 from adapmtl.engine.data import build_dataset, build_tasks, eval_loader
 from adapmtl.engine.distributed import setup
 from adapmtl.engine.evaluate import evaluate
@@ -28,14 +31,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", which: str = "final")
     run_dir = Path(run_dir)
     if which not in WHICH:
         raise ConfigError(f"which must be one of {WHICH}, got {which!r}")
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"split must be train, val or test, got {split!r}")
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no {CONFIG_FILE})")
-    config = load_config(run_dir / CONFIG_FILE)
-    env = setup(config.train.device)
-    dataset = build_dataset(config, split)
-    tasks = build_tasks(config, dataset)
+    config, dataset, run_on_split = run_evaluator(run_dir, split)
     model = build_model(config, dataset.task_channels)
     if which == "final":
         path = run_dir / MODEL_FILE
@@ -45,8 +41,28 @@ def evaluate_run(run_dir: str | Path, split: str = "test", which: str = "final")
     else:
         create_method(config.method, config.train).prepare(model)  # same parametrization as in training
         model.load_state_dict(load_checkpoint(run_dir / (BEST if which == "best" else LAST))["model"])
-    model.to(env.device)
-    autocast, _ = _autocast(config, env.device)
-    metrics, losses = evaluate(model, eval_loader(config, dataset), tasks, env, autocast=autocast,
-                               progress=config.train.progress, description=split)
+    metrics, losses = run_on_split(model)
     return {"metrics": metrics, "loss": losses, "sparsity": sparsity_report(model).overall}
+
+
+def run_evaluator(run_dir: str | Path, split: str) -> tuple[Config, Dataset, Callable[[nn.Module], tuple]]:
+    """(config, dataset, evaluate) for a run's `split`, as the run itself evaluates:
+    `evaluate(model)` moves the model to the run's device and returns
+    ({task: {metric: value}}, {task: mean loss}) at the run's precision."""
+    run_dir = Path(run_dir)
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"split must be train, val or test, got {split!r}")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no {CONFIG_FILE})")
+    config = load_config(run_dir / CONFIG_FILE)
+    env = setup(config.train.device)
+    dataset = build_dataset(config, split)
+    tasks = build_tasks(config, dataset)
+    autocast, _ = _autocast(config, env.device)
+
+    def run_on_split(model: nn.Module) -> tuple:
+        model.to(env.device)
+        return evaluate(model, eval_loader(config, dataset), tasks, env, autocast=autocast,
+                        progress=config.train.progress, description=split)
+
+    return config, dataset, run_on_split

@@ -58,11 +58,7 @@ def sensitivity_sweep(run_dir: str | Path, component: str, fractions: Sequence[f
                       split: str = "val") -> SensitivityResult:
     """Prune `component` of a finished run's finalized model at each fraction (see the module doc),
     evaluate on `split` ("val" or "test"), and return every point. Fractions must be increasing in [0, 1)."""
-    from adapmtl.engine.config import load_config
-    from adapmtl.engine.data import build_dataset, build_tasks, eval_loader
-    from adapmtl.engine.distributed import setup
-    from adapmtl.engine.evaluate import evaluate
-    from adapmtl.engine.trainer import _autocast  # the run's own evaluation precision, as `adapmtl eval` uses
+    from adapmtl.engine.run_eval import run_evaluator  # evaluates as `adapmtl eval` does
     from adapmtl.export import load_run_model
     from adapmtl.sparsity import assign_components, prunable_layers
 
@@ -84,12 +80,7 @@ def sensitivity_sweep(run_dir: str | Path, component: str, fractions: Sequence[f
     ranking = nonzero[flat[nonzero].abs().argsort(stable=True)]  # indices of the non-zeros, smallest first
     base_sparsity = 1.0 - nonzero.numel() / flat.numel()
 
-    config = load_config(run_dir / "config.yaml")
-    env = setup(config.train.device)
-    dataset = build_dataset(config, split)
-    tasks = build_tasks(config, dataset)
-    model.to(env.device)
-    autocast, _ = _autocast(config, env.device)
+    _, _, run_on_split = run_evaluator(run_dir, split)
     points, sparsities = [], []
     for fraction in fractions:
         keep = torch.ones_like(flat, dtype=torch.bool)
@@ -99,7 +90,7 @@ def sensitivity_sweep(run_dir: str | Path, component: str, fractions: Sequence[f
             for weight, value in zip(weights, original):
                 weight.copy_(value * keep[start:start + value.numel()].view_as(value))
                 start += value.numel()
-        metrics, _ = evaluate(model, eval_loader(config, dataset), tasks, env, autocast=autocast)
+        metrics, _ = run_on_split(model)
         points.append(metrics)
         sparsities.append(1.0 - int(keep[nonzero].sum()) / flat.numel())
     primary = {task: next(iter(values)) for task, values in points[0].items()}
