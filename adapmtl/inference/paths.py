@@ -10,6 +10,8 @@ output (within float tolerance). `candidate_paths(layer)` lists those that apply
   line up become a smaller dense layer.
 - "csr": the weight as a CSR sparse matrix times the input: a 1×1 convolution or a
   Linear layer directly, a k×k convolution through im2col (unfold).
+- "direct": a convolution computed by the native kernel straight from the input, reading
+  only what each nonzero's tap covers (`direct.py`); offered only where the kernel built.
 """
 from __future__ import annotations
 
@@ -19,16 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adapmtl.inference import native
+from adapmtl.inference.direct import Direct
+from adapmtl.inference.geometry import conv_output_size
+
 Layer = nn.Conv2d | nn.Linear
-
-
-def conv_output_size(layer: nn.Module, height: int, width: int) -> tuple[int, int]:
-    """The spatial size a convolution (anything with kernel_size, stride, padding and
-    dilation pairs) gives for an input of height × width."""
-    return tuple(
-        (size + 2 * layer.padding[i] - layer.dilation[i] * (layer.kernel_size[i] - 1) - 1) // layer.stride[i] + 1
-        for i, size in enumerate((height, width))
-    )
 
 
 class Shrunk(nn.Module):
@@ -127,7 +124,7 @@ class CSR(nn.Module):
         return out
 
 
-PATHS: dict[str, type[nn.Module]] = {"shrunk": Shrunk, "csr": CSR}
+PATHS: dict[str, type[nn.Module]] = {"shrunk": Shrunk, "csr": CSR, "direct": Direct}
 
 
 def candidate_paths(layer: nn.Module) -> dict[str, nn.Module]:
@@ -135,7 +132,7 @@ def candidate_paths(layer: nn.Module) -> dict[str, nn.Module]:
     candidates: dict[str, nn.Module] = {"dense": layer}
     if isinstance(layer, (nn.Conv2d, nn.Linear)) and layer.weight.detach().eq(0).any():
         for name, path in PATHS.items():
-            if path.applies(layer):
+            if path.applies(layer) and (path is not Direct or native.kernels() is not None):
                 candidates[name] = path(layer)
     return candidates
 

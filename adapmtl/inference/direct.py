@@ -1,0 +1,91 @@
+"""The "direct" path: a sparse convolution computed straight from the input, no im2col.
+
+The weight's nonzeros are stored grouped by output channel and kernel tap; the native
+kernel (`native.py`, `kernels/sparse_conv2d.c`) multiplies each nonzero into a tile of
+the output held in registers, reading only the input rows and columns the tap really
+covers, so multiply-adds with zero padding are skipped too. It serves every Conv2d with
+zero padding: any kernel size, stride, dilation, groups (depthwise included) and bias.
+
+On inputs the kernel does not take (not float32 CPU) or where no kernel could be built,
+the module still gives the right answer through F.conv2d with the weight rebuilt.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adapmtl.inference import native
+from adapmtl.inference.geometry import conv_output_size
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+class Direct(nn.Module):
+    """A Conv2d whose nonzero weights are grouped per (output channel, tap) for the native kernel."""
+
+    def __init__(self, layer: nn.Conv2d) -> None:
+        super().__init__()
+        weight = layer.weight.detach()
+        out_channels, group_width, kh, kw = weight.shape
+        self.in_channels, self.out_channels, self.groups = layer.in_channels, out_channels, layer.groups
+        self.kernel_size, self.stride = layer.kernel_size, layer.stride
+        self.padding, self.dilation = layer.padding, layer.dilation
+        taps = kh * kw
+        rows = weight.permute(0, 2, 3, 1).reshape(out_channels * taps, group_width)  # row = o*taps + tap
+        row, column = rows.nonzero(as_tuple=True)
+        group = row // taps // (out_channels // self.groups)
+        counts = torch.bincount(row, minlength=out_channels * taps)
+        self.register_buffer("tap_start", torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(torch.int64))
+        self.register_buffer("channels", (column + group * group_width).to(torch.int32))  # absolute input channel
+        self.register_buffer("values", rows[row, column].contiguous())
+        bias = layer.bias.detach().clone() if layer.bias is not None else None
+        self.register_buffer("bias", bias)
+
+    @staticmethod
+    def applies(layer: nn.Module) -> bool:
+        """Conv2d layers with zero padding given as numbers (not 'same'), float32 weights."""
+        return (isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros" and isinstance(layer.padding, tuple)
+                and layer.weight.dtype == torch.float32)
+
+    def dense_weight(self) -> torch.Tensor:
+        """The weight [out, in/groups, kh, kw] rebuilt from the stored nonzeros."""
+        kh, kw = self.kernel_size
+        taps, group_width = kh * kw, self.in_channels // self.groups
+        rows = torch.zeros(self.out_channels * taps, group_width, dtype=self.values.dtype, device=self.values.device)
+        row = torch.repeat_interleave(torch.arange(len(self.tap_start) - 1, device=self.values.device),
+                                      self.tap_start.diff())
+        group = row // taps // (self.out_channels // self.groups)
+        rows[row, self.channels.long() - group * group_width] = self.values
+        return rows.reshape(self.out_channels, kh, kw, group_width).permute(0, 3, 1, 2)
+
+    def _reference(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        return F.conv2d(x, self.dense_weight().to(x.dtype), bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:  # checked here: the kernel reads raw memory
+            raise ValueError(f"expected input [batch, {self.in_channels}, height, width], got {list(x.shape)}")
+        if x.device.type != "cpu" or x.dtype != torch.float32 or self.values.dtype != torch.float32:
+            return self._reference(x)
+        if native.kernels() is None:
+            _warn_once(f"adapmtl: the native sparse kernel is unavailable ({native.status()}); "
+                       "the 'direct' path runs as a dense convolution")
+            return self._reference(x)
+        height, width = x.shape[2:]
+        out_h, out_w = conv_output_size(self, height, width)
+        out = x.new_empty(x.shape[0], self.out_channels, max(out_h, 0), max(out_w, 0))
+        if out.numel() == 0:
+            return out
+        geometry = torch.tensor([height, width, out_h, out_w, *self.kernel_size, *self.stride, *self.padding,
+                                 *self.dilation], dtype=torch.int64)
+        native.sparse_conv2d(x.contiguous(), out, self.tap_start, self.channels, self.values, self.bias, geometry)
+        return out
