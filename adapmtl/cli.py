@@ -251,7 +251,44 @@ def _add_sensitivity(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-_SUBCOMMANDS.extend([_add_train, _add_eval, _add_quickstart, _add_bench, _add_report, _add_sensitivity, _add_export])
+def _add_compile(subparsers: argparse._SubParsersAction) -> None:
+    """`adapmtl compile RUN_DIR [--batch N] [--size H W] [--threads N] [--rounds N] [--plan FILE]`."""
+    parser = subparsers.add_parser(
+        "compile", help="run a finished run's sparse model by the fastest path per layer; time it against dense",
+        description="Times every layer's execution paths (dense, shrunk, csr, direct) on this machine, keeps the "
+        "fastest, prints the speedup over the dense model measured side by side and the slowest layers, and "
+        "saves the per-layer plan (reuse it with compile_sparse(model, x, plan=FILE)).",
+    )
+    parser.add_argument("run_dir")
+    parser.add_argument("--batch", type=int, default=1, help="images per forward (default 1)")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the run's)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating dense/compiled timing rounds")
+    parser.add_argument("--plan", help="where to save the plan (default RUN_DIR/export/plan.json)")
+    parser.add_argument("--top", type=int, default=10, help="slowest layers to list")
+
+    def run(args: argparse.Namespace) -> int:
+        import torch
+
+        from adapmtl.inference import native
+        from adapmtl.inference.speed import compile_run, slowest_layers
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        compiled, comparison, path = compile_run(args.run_dir, batch=args.batch, size=args.size,
+                                                 rounds=args.rounds, plan_out=args.plan)
+        print(f"native kernel: {native.status()}")
+        print(f"{torch.get_num_threads()} threads, batch {args.batch}: {comparison.summary()}")
+        print("paths: " + ", ".join(f"{name} {count}" for name, count in compiled.plan.path_counts().items()))
+        print(slowest_layers(compiled.plan, args.top))
+        print(f"wrote {path}")
+        return 0
+
+    parser.set_defaults(run=run)
+
+
+_SUBCOMMANDS.extend([_add_train, _add_eval, _add_quickstart, _add_bench, _add_report, _add_sensitivity, _add_export,
+                     _add_compile])
 
 if __name__ == "__main__":
     raise SystemExit(main())

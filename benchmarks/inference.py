@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import textwrap
 import time
 
 import torch
 from torch import nn
 
-from adapmtl.inference import compile_sparse
+from adapmtl.inference import compile_sparse, native
+from adapmtl.inference.speed import compare_speed, slowest_layers
 from adapmtl.models import create_model
 from adapmtl.sparsity import assign_components
 
@@ -59,12 +61,6 @@ def prune(model: nn.Module, overall: float) -> dict[str, float]:
     return shares
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 @torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -78,7 +74,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, input {args.size}x{args.size}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, input {args.size}x{args.size}; "
+          f"native kernel: {native.status()}")
     print(f"{'model':<18} {'sparsity':>8} {'backbone':>8} {'heads':>6} {'batch':>5} {'dense ms':>9} "
           f"{'compiled ms':>11} {'speedup':>8} {'compile s':>9}  paths")
     for name in args.models:
@@ -91,25 +88,13 @@ def main() -> None:
                 start = time.perf_counter()
                 compiled = compile_sparse(model, x, repeats=3)
                 compile_seconds = time.perf_counter() - start
-                model(x), compiled(x)  # warm-up
-                dense, fast = [], []
-                for _ in range(args.rounds):
-                    dense.append(timed(lambda: model(x)))
-                    fast.append(timed(lambda: compiled(x)))
-                ratio = statistics.median(d / f for d, f in zip(dense, fast))
-                paths = {}
-                for choice in compiled.plan.layers.values():
-                    paths[choice.path] = paths.get(choice.path, 0) + 1
+                speed = compare_speed(model, compiled, x, args.rounds)
                 print(f"{name:<18} {overall:>8.0%} {shares['backbone']:>8.0%} {shares['segment_semantic']:>6.0%} "
-                      f"{batch:>5} {1000 * statistics.median(dense):>9.0f} {1000 * statistics.median(fast):>11.0f} "
-                      f"{ratio:>7.2f}x {compile_seconds:>9.0f}  {paths}", flush=True)
+                      f"{batch:>5} {1000 * statistics.median(speed.dense_s):>9.0f} "
+                      f"{1000 * statistics.median(speed.compiled_s):>11.0f} {speed.speedup:>7.2f}x "
+                      f"{compile_seconds:>9.0f}  {compiled.plan.path_counts()}", flush=True)
                 if args.profile and abs(overall - 0.9) < 1e-9:
-                    layers = sorted(compiled.plan.layers.items(), key=lambda kv: -kv[1].times_ms[kv[1].path])
-                    chosen = sum(c.times_ms[c.path] for c in compiled.plan.layers.values())
-                    print(f"    layers' own time {chosen:.0f} ms of {1000 * statistics.median(fast):.0f} ms; slowest:")
-                    for layer, c in layers[: args.profile]:
-                        others = ", ".join(f"{p} {t:.1f}" for p, t in c.times_ms.items())
-                        print(f"    {layer:<40} {c.sparsity:>6.1%} {c.path:<6} ({others} ms)")
+                    print(textwrap.indent(slowest_layers(compiled.plan, args.profile), "    "))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
 """compile_sparse: every path gives the dense outputs; the choice is recorded and reloadable."""
+import re
+
 import pytest
 import torch
 from torch import nn
 
 import adapmtl
-from adapmtl.inference import CSR, InferenceError, Plan, Shrunk, candidate_paths, compile_sparse
+from adapmtl.cli import main
+from adapmtl.export import load_run_model
+from adapmtl.inference import CSR, InferenceError, Plan, Shrunk, candidate_paths, compile_sparse, native
+from tests.report_helpers import runs  # noqa: F401  (a session fixture)
 
 
 def _prune(module: nn.Module, sparsity: float, generator: torch.Generator) -> None:
@@ -34,7 +39,8 @@ def test_every_path_matches_the_dense_layer(name, batch):
         layer.weight[:, 2].zero_()  # an input channel no filter reads
     x = torch.randn(batch, 8, 9, 11, generator=generator) if isinstance(layer, nn.Conv2d) else torch.randn(batch, 4, 8)
     paths = candidate_paths(layer)
-    assert set(paths) == {"dense", "shrunk", "csr"}
+    native_path = {"direct"} if isinstance(layer, nn.Conv2d) and native.kernels() is not None else set()
+    assert set(paths) == {"dense", "shrunk", "csr"} | native_path
     with torch.no_grad():
         expected = layer(x)
         for path_name, path in paths.items():
@@ -50,11 +56,11 @@ def test_all_zero_layer_is_its_bias():
         assert torch.equal(out, layer(x)) and torch.equal(out[0, :, 0, 0], layer.bias)
 
 
-def test_depthwise_and_grouped_convs_stay_dense():
+def test_depthwise_and_grouped_convs_get_only_the_direct_path():
     depthwise = nn.Conv2d(6, 6, 3, padding=1, groups=6)
     with torch.no_grad():
         depthwise.weight[0].zero_()
-    assert set(candidate_paths(depthwise)) == {"dense"}
+    assert set(candidate_paths(depthwise)) == {"dense"} | ({"direct"} if native.kernels() is not None else set())
     assert not CSR.applies(depthwise) and not Shrunk.applies(depthwise)
 
 
@@ -89,7 +95,7 @@ def test_compiled_model_equals_the_dense_model_and_plan_reloads(tmp_path):
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     assert set(plan.layers) == set(convs)
     assert all(set(c.times_ms) >= {"dense"} and c.path in c.times_ms for c in plan.layers.values())
-    assert {c.path for c in plan.layers.values()} <= {"dense", "shrunk", "csr"}
+    assert {c.path for c in plan.layers.values()} <= {"dense", "shrunk", "csr", "direct"}
 
     plan.save(tmp_path / "plan.json")
     again = compile_sparse(model, x, plan=tmp_path / "plan.json")
@@ -104,3 +110,22 @@ def test_bad_inputs():
         compile_sparse(adapmtl.sparsify(model), torch.randn(1, 3, 32, 32))
     with pytest.raises(InferenceError, match="not a compile_sparse plan"):
         Plan.load(__file__)
+
+
+def test_compile_cli_times_a_finished_run_and_saves_a_reusable_plan(runs, tmp_path, capsys):
+    plan_path = tmp_path / "plan.json"
+    assert main(["compile", str(runs["adapmtl"]), "--rounds", "2", "--size", "32", "48", "--plan", str(plan_path),
+                 "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"1 threads, batch 1: dense [\d.]+ ms, compiled [\d.]+ ms: [\d.]+x \(median of 2", out)
+    assert out.count(" ms)\n") == 3 and f"wrote {plan_path}" in out
+    model, _ = load_run_model(runs["adapmtl"])
+    plan = Plan.load(plan_path)
+    assert plan.input_shape == [1, 3, 32, 48]
+    assert plan.layers and all(choice.path in choice.times_ms for choice in plan.layers.values())
+    x = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        expected, got = model(x), compile_sparse(model, x, plan=plan)(x)
+    assert all(torch.allclose(got[t], expected[t], atol=1e-4, rtol=1e-4) for t in expected)
+    assert main(["compile", str(tmp_path), "--rounds", "1"]) == 2  # not a finished run
+    assert "has not finished" in capsys.readouterr().err

@@ -56,6 +56,13 @@ class Plan:
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise InferenceError(f"{path} is not a compile_sparse plan: {error}") from None
 
+    def path_counts(self) -> dict[str, int]:
+        """How many layers run by each path, e.g. {"dense": 36, "direct": 26, "csr": 10}."""
+        counts: dict[str, int] = {}
+        for choice in self.layers.values():
+            counts[choice.path] = counts.get(choice.path, 0) + 1
+        return counts
+
     def summary(self) -> str:
         """A table: layer, sparsity, chosen path, and each path's time."""
         rows = [f"{'layer':<44} {'sparsity':>8}  {'path':<7} times (ms)"]

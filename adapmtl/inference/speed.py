@@ -1,0 +1,81 @@
+"""Dense vs compiled forward time, measured side by side, and the same for a finished run."""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from adapmtl.inference.compile import Plan, SparseCompiled, compile_sparse
+
+
+@dataclass
+class SpeedComparison:
+    """Seconds per forward of each round; rounds alternate dense and compiled, so a slow
+    moment of a shared machine hits both. `speedup`: the median of the per-round ratios."""
+
+    dense_s: list[float] = field(default_factory=list)
+    compiled_s: list[float] = field(default_factory=list)
+
+    @property
+    def speedup(self) -> float:
+        return statistics.median(d / c for d, c in zip(self.dense_s, self.compiled_s))
+
+    def summary(self) -> str:
+        return (f"dense {1000 * statistics.median(self.dense_s):.1f} ms, compiled "
+                f"{1000 * statistics.median(self.compiled_s):.1f} ms: {self.speedup:.2f}x "
+                f"(median of {len(self.dense_s)} alternating rounds)")
+
+
+def _seconds(run: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def compare_speed(model: nn.Module, compiled: nn.Module, example_input: torch.Tensor, rounds: int = 5) -> SpeedComparison:
+    """Time `model` and `compiled` on `example_input` in `rounds` alternating rounds (after a warm-up)."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    model(example_input), compiled(example_input)
+    result = SpeedComparison()
+    for _ in range(rounds):
+        result.dense_s.append(_seconds(lambda: model(example_input)))
+        result.compiled_s.append(_seconds(lambda: compiled(example_input)))
+    return result
+
+
+def slowest_layers(plan: Plan, count: int) -> str:
+    """The `count` layers whose chosen path takes longest, with every path's time: where the time goes."""
+    layers = sorted(plan.layers.items(), key=lambda item: -item[1].times_ms[item[1].path])
+    total = sum(choice.times_ms[choice.path] for choice in plan.layers.values() if choice.times_ms)
+    lines = [f"layers' own time {total:.0f} ms; slowest {min(count, len(layers))}:"]
+    for name, choice in layers[:count]:
+        times = ", ".join(f"{path} {ms:.1f}" for path, ms in choice.times_ms.items())
+        lines.append(f"  {name:<42} {choice.sparsity:>6.1%} {choice.path:<6} ({times} ms)")
+    return "\n".join(lines)
+
+
+def compile_run(run_dir: str | Path, *, batch: int = 1, size: Sequence[int] | None = None, rounds: int = 5,
+                plan_out: str | Path | None = None) -> tuple[SparseCompiled, SpeedComparison, Path]:
+    """Compile a finished run's finalized model for a batch of `batch` images of `size` (H, W;
+    default the run's evaluation size), time it against the dense model, save the plan
+    (default RUN_DIR/export/plan.json) and return (compiled, comparison, plan path)."""
+    from adapmtl.export import default_input_size, load_run_model
+
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    model, spec = load_run_model(run_dir)
+    height, width = size or default_input_size(run_dir)
+    example = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
+    compiled = compile_sparse(model, example)
+    comparison = compare_speed(model, compiled, example, rounds)
+    path = Path(plan_out) if plan_out else Path(run_dir) / "export" / "plan.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiled.plan.save(path)
+    return compiled, comparison, path

@@ -1,0 +1,184 @@
+"""The native "direct" sparse convolution: every geometry, every kernel build, and the fallbacks."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from adapmtl.inference import Direct, candidate_paths, compile_sparse, native
+from adapmtl.inference.paths import build_path
+
+needs_kernel = pytest.mark.skipif(native.kernels() is None, reason="no C compiler: " + native.status())
+
+CONVS = {
+    "1x1 with bias": lambda: nn.Conv2d(8, 6, 1),
+    "3x3 stride 2": lambda: nn.Conv2d(8, 6, 3, stride=2, padding=1, bias=False),
+    "stride 1 by 2": lambda: nn.Conv2d(8, 6, 3, stride=(1, 2), padding=1),
+    "stride 2 by 1, dilation 1 by 3": lambda: nn.Conv2d(8, 6, 3, stride=(2, 1), padding=(0, 3), dilation=(1, 3)),
+    "3x3 dilation 2": lambda: nn.Conv2d(8, 6, 3, padding=2, dilation=2),
+    "dilation past the image": lambda: nn.Conv2d(8, 12, 3, padding=30, dilation=30),  # off-centre taps see padding
+    "5x3 odd kernel": lambda: nn.Conv2d(8, 6, (5, 3), padding=(2, 1)),
+    "depthwise": lambda: nn.Conv2d(6, 6, 3, padding=1, groups=6),
+    "grouped": lambda: nn.Conv2d(8, 6, 3, padding=1, groups=2),
+}
+# widths 11, 23 and 53 reach the kernel's three tile shapes (one, two and three vectors of columns)
+SHAPES = [(1, 9, 11), (3, 17, 23), (2, 6, 53)]
+
+
+def _sparse(layer: nn.Conv2d, seed: int = 0) -> nn.Conv2d:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        layer.weight.mul_(torch.rand(layer.weight.shape, generator=generator) >= 0.7)
+        layer.weight[1].zero_()  # an all-zero filter
+    return layer.eval()
+
+
+@needs_kernel
+@pytest.mark.parametrize("name", list(CONVS))
+@pytest.mark.parametrize("batch, height, width", SHAPES)
+def test_direct_matches_the_dense_conv(name, batch, height, width):
+    torch.manual_seed(1)
+    layer = _sparse(CONVS[name]())
+    direct = Direct(layer)
+    x = torch.randn(batch, layer.in_channels, height, width)
+    with torch.no_grad():
+        expected, got = layer(x), direct(x)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+    assert torch.equal(direct.dense_weight(), layer.weight.detach())
+    assert direct.values.numel() == int(layer.weight.ne(0).sum())  # only the nonzeros are kept
+
+
+@needs_kernel
+def test_all_zero_layer_is_its_bias_and_a_strided_input_is_fine():
+    layer = nn.Conv2d(4, 3, 3, padding=1).eval()
+    with torch.no_grad():
+        layer.weight.zero_()
+    x = torch.randn(2, 4, 7, 9)
+    with torch.no_grad():
+        out = Direct(layer)(x)
+        assert torch.equal(out, layer.bias.view(1, 3, 1, 1).expand(2, 3, 7, 9))
+        dense = _sparse(nn.Conv2d(4, 3, 3, padding=1))
+        channels_last = x.to(memory_format=torch.channels_last)
+        assert torch.allclose(Direct(dense)(channels_last), dense(x), atol=1e-5)
+
+
+@needs_kernel
+def test_threads_split_the_work_without_changing_a_bit():
+    layer = _sparse(nn.Conv2d(16, 32, 3, padding=2, dilation=2))
+    direct, x = Direct(layer), torch.randn(3, 16, 20, 37)
+    with torch.no_grad():
+        alone = direct(x)
+        torch.set_num_threads(2)
+        together = direct(x)
+    assert torch.equal(alone, together)
+
+
+def test_other_dtypes_and_bad_inputs():
+    layer = _sparse(nn.Conv2d(8, 6, 3, padding=1))
+    direct = Direct(layer).double()  # the kernel is float32: float64 runs through F.conv2d
+    x = torch.randn(2, 8, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(direct(x), layer.double()(x), atol=1e-12)
+        with pytest.raises(ValueError, match=r"expected input \[batch, 8, height, width\], got \[2, 5, 5, 5\]"):
+            direct(torch.randn(2, 5, 5, 5, dtype=torch.float64))
+    assert not Direct.applies(nn.Conv2d(8, 6, 3, padding="same"))
+    assert not Direct.applies(nn.Linear(8, 6))
+
+
+def _run_python(code: str, **env: str) -> str:
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, **env}, cwd=Path(__file__).parent)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+CHECK_EVERY_CONV = """
+import torch, test_inference_direct as t
+from adapmtl.inference import Direct, native
+print(native.kernels().adapmtl_simd_lanes())
+for name, make in t.CONVS.items():
+    for batch, height, width in t.SHAPES:
+        layer = t._sparse(make()); x = torch.randn(batch, layer.in_channels, height, width)
+        with torch.no_grad():
+            assert torch.allclose(Direct(layer)(x), layer(x), atol=1e-5), (name, height, width)
+"""
+
+
+def _cpu_has(flag: str) -> bool:
+    try:
+        return flag in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+
+
+@needs_kernel
+@pytest.mark.parametrize("flags, lanes", [
+    ("-O2", 0),  # the portable loop: machines without AVX2
+    pytest.param("-O3 -march=native -mno-avx512f", 8,
+                 marks=pytest.mark.skipif(not (_cpu_has("avx2") and _cpu_has("fma")), reason="no AVX2")),
+    pytest.param("-O3 -march=native", 16, marks=pytest.mark.skipif(not _cpu_has("avx512f"), reason="no AVX-512")),
+])
+def test_every_kernel_build_is_correct(flags, lanes, tmp_path):
+    out = _run_python(CHECK_EVERY_CONV, ADAPMTL_NATIVE_FLAGS=flags, ADAPMTL_CACHE_DIR=str(tmp_path))
+    assert out.split() == [str(lanes)]
+    assert len(list((tmp_path / "native").glob("sparse_conv2d-*.so"))) == 1
+
+
+@needs_kernel
+def test_the_built_kernel_is_cached(tmp_path):
+    compiler = native.find_compiler()
+    first = native.build(compiler, ["-O2"], tmp_path)
+    stamp = first.stat().st_mtime_ns
+    assert native.build(compiler, ["-O2"], tmp_path) == first and first.stat().st_mtime_ns == stamp
+    assert native.build(compiler, ["-O1"], tmp_path) != first  # other flags: another library
+    with pytest.raises(RuntimeError, match="failed"):
+        native.build(compiler, ["-fno-such-option-anywhere"], tmp_path)
+
+
+WITHOUT_KERNEL = """
+import warnings, torch
+from torch import nn
+from adapmtl.inference import native, candidate_paths
+from adapmtl.inference.paths import build_path
+layer = nn.Conv2d(8, 6, 3, padding=1).eval()
+with torch.no_grad():
+    layer.weight[0].zero_()
+assert native.kernels() is None
+print(native.status())
+print(sorted(candidate_paths(layer)))
+x = torch.randn(1, 8, 7, 7)
+with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+    warnings.simplefilter("always")
+    assert torch.allclose(build_path(layer, "direct")(x), layer(x), atol=1e-5)
+print(caught[0].message)
+"""
+
+
+def test_without_a_kernel_direct_is_not_offered_but_a_plan_with_it_still_runs():
+    out = _run_python(WITHOUT_KERNEL, ADAPMTL_NO_NATIVE="1").splitlines()
+    assert out[0] == "disabled by ADAPMTL_NO_NATIVE"
+    assert out[1] == "['csr', 'dense', 'shrunk']"
+    assert "runs as a dense convolution" in out[2]
+    out = _run_python(WITHOUT_KERNEL, CC="no-such-compiler").splitlines()
+    assert out[0].startswith("no C compiler found")
+
+
+@needs_kernel
+def test_compile_sparse_picks_direct_where_it_is_fastest():
+    # 95 % sparse 3x3 convolution with a large dilation: the direct path skips nearly everything
+    torch.manual_seed(0)
+    model = nn.Sequential(_sparse(nn.Conv2d(64, 64, 3, padding=12, dilation=12)), nn.ReLU())
+    with torch.no_grad():
+        model[0].weight.mul_(torch.rand(model[0].weight.shape) >= 0.8)
+    x = torch.randn(1, 64, 24, 24)
+    compiled = compile_sparse(model, x, repeats=3)
+    choice = compiled.plan.layers["0"]
+    assert set(choice.times_ms) == {"dense", "shrunk", "csr", "direct"}
+    assert choice.path == min(choice.times_ms, key=choice.times_ms.get)
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), model(x), atol=1e-5)
+    assert isinstance(build_path(model[0], "direct"), Direct) and "direct" in candidate_paths(model[0])
