@@ -18,6 +18,7 @@ CONVS = {
     "3x3 stride 2": lambda: nn.Conv2d(8, 6, 3, stride=2, padding=1, bias=False),
     "stride 1 by 2": lambda: nn.Conv2d(8, 6, 3, stride=(1, 2), padding=1),
     "stride 2 by 1, dilation 1 by 3": lambda: nn.Conv2d(8, 6, 3, stride=(2, 1), padding=(0, 3), dilation=(1, 3)),
+    "3x3 no padding": lambda: nn.Conv2d(8, 6, 3),  # output smaller than input: the row-tile kernel
     "3x3 dilation 2": lambda: nn.Conv2d(8, 6, 3, padding=2, dilation=2),
     "dilation past the image": lambda: nn.Conv2d(8, 12, 3, padding=30, dilation=30),  # off-centre taps see padding
     "5x3 odd kernel": lambda: nn.Conv2d(8, 6, (5, 3), padding=(2, 1)),

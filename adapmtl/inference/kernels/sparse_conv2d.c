@@ -8,14 +8,18 @@
  * over the taps that land inside the image: zero padding is never read nor multiplied, so a
  * tap that only ever sees padding (large dilation on a small map) costs nothing.
  *
- * Why a tile kernel: for each output tile (a few rows x up to 3 vectors of columns) the sums
- * stay in registers while every nonzero adds  value x (a row segment of its input channel);
- * masked loads cut each segment to the columns where the tap is inside the image. Tiles walk
- * rows outermost so the input rows in use stay in the L2 cache across all output channels.
- * Compiled with -march=native: AVX-512 or AVX2+FMA where the CPU has them; a portable loop
- * (also the path for a horizontal stride other than 1) otherwise.
+ * Why tiles: for each output tile the sums stay in registers while every nonzero of the output
+ * channel adds  value x (the matching segment of its input channel); masked loads cut each segment
+ * to the pixels where the tap is inside the image. Tiles are visited outermost and output channels
+ * innermost, so the input segments in use stay in the L2 cache across all output channels.
+ *   - conv_flat: stride 1 and output size = input size (the usual "same" convolution): a tile is
+ *     4 or 8 vectors of consecutive pixels of the flattened map.
+ *   - conv_rows: other stride-1-across convolutions: a tile is a few rows x up to 3 vectors.
+ *   - conv_portable: everything else (a horizontal stride) and CPUs without AVX2.
+ * Compiled with -march=native: AVX-512 or AVX2+FMA where the CPU has them.
  */
 #include <stdint.h>
+#include <stdlib.h>
 
 typedef struct {
     const float* x; float* y;
@@ -62,6 +66,7 @@ static void conv_portable(const conv_args* p, int64_t o) {
 typedef __m512 vec;
 typedef __mmask16 lanes_mask;
 static inline lanes_mask lane_mask(int64_t a, int64_t b) { return (lanes_mask)(((1u << (b - a)) - 1u) << a); }
+static inline lanes_mask lane_bits(uint32_t bits) { return (lanes_mask)bits; }
 #define VSET1(s) _mm512_set1_ps(s)
 #define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define VLOAD(m, ptr) _mm512_maskz_loadu_ps(m, ptr)
@@ -75,6 +80,10 @@ static inline lanes_mask lane_mask(int64_t a, int64_t b) {
     const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)a), iota),
                                _mm256_cmpgt_epi32(_mm256_set1_epi32((int)b), iota));
+}
+static inline lanes_mask lane_bits(uint32_t bits) {  /* lane j on where bit j is set */
+    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), bit), bit);
 }
 #define VSET1(s) _mm256_set1_ps(s)
 #define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
@@ -146,7 +155,72 @@ DEFINE_TILE(8, 1)
 DEFINE_TILE(4, 2)
 DEFINE_TILE(2, 3)
 
-static void conv_simd(const conv_args* p, int64_t o_begin, int64_t o_end) {
+/* "Same"-size, stride-1 convolutions: flattened, output pixel p reads input pixel p + shift[t] for
+ * tap t, so a tile is NV whole vectors of consecutive pixels (rows wrap), with a precomputed mask
+ * per (tap, vector) for the lanes whose tap lands inside the image. No lane is wasted on the ends of
+ * short rows, which matters most for the small maps of the heads (11 x 11 = 121 pixels, 8 vectors). */
+typedef struct { const lanes_mask* masks; const uint8_t* touches; const int64_t* shift; int64_t vectors; } flat_table;
+
+#define DEFINE_FLAT_TILE(NV)                                                                          \
+static void flat_tile_##NV(const conv_args* p, const flat_table* f, int64_t o, int64_t v0) {          \
+    const int64_t T = p->KH * p->KW, plane = p->H * p->W;                                            \
+    const int64_t* start = p->tap_start + o * T;                                                     \
+    vec acc[NV];                                                                                     \
+    const vec b = VSET1(p->bias ? p->bias[o] : 0.0f);                                                \
+    for (int v = 0; v < NV; ++v) acc[v] = b;                                                         \
+    for (int64_t t = 0; t < T; ++t) {                                                                \
+        const int64_t n0 = start[t], n1 = start[t + 1];                                              \
+        if (n0 == n1 || !f->touches[t * (f->vectors / NV) + v0 / NV]) continue; /* tile sees only padding */ \
+        const lanes_mask* m = f->masks + t * f->vectors + v0;                                        \
+        const float* base = p->x + LANES * v0 + f->shift[t];                                         \
+        for (int64_t n = n0; n < n1; ++n) {                                                          \
+            const vec w = VSET1(p->val[n]);                                                          \
+            const float* in = base + (int64_t)p->chan[n] * plane;                                    \
+            for (int v = 0; v < NV; ++v) acc[v] = VFMA(w, VLOAD(m[v], in + LANES * v), acc[v]);      \
+        }                                                                                            \
+    }                                                                                                \
+    float* dst = p->y + o * plane + LANES * v0;                                                      \
+    for (int v = 0; v < NV; ++v) VSTORE(dst + LANES * v, columns_mask(0, plane, LANES * (v0 + v)), acc[v]); \
+}
+DEFINE_FLAT_TILE(4)
+DEFINE_FLAT_TILE(8)
+
+static void conv_flat(const conv_args* p, int64_t o_begin, int64_t o_end) {
+    const int64_t T = p->KH * p->KW, plane = p->H * p->W, vectors = (plane + LANES - 1) / LANES;
+    const int64_t NV = vectors >= 8 ? 8 : 4, tiles = (vectors + NV - 1) / NV;
+    const int64_t padded = tiles * NV;  /* vectors, rounded up to whole tiles */
+    /* aligned: an AVX2 mask is a 32-byte vector, read with aligned loads */
+    lanes_mask* masks = aligned_alloc(64, (sizeof(lanes_mask) * T * padded + 63) / 64 * 64);
+    uint8_t* touches = malloc(T * tiles);
+    int64_t* shift = malloc(sizeof(int64_t) * T);
+    if (!masks || !touches || !shift) {
+        free(masks); free(touches); free(shift);
+        for (int64_t o = o_begin; o < o_end; ++o) conv_portable(p, o);
+        return;
+    }
+    for (int64_t t = 0; t < T; ++t) {
+        const int64_t shift_h = (t / p->KW) * p->dh - p->ph, shift_w = (t % p->KW) * p->dw - p->pw;
+        shift[t] = shift_h * p->W + shift_w;
+        for (int64_t tile = 0; tile < tiles; ++tile) touches[t * tiles + tile] = 0;
+        for (int64_t v = 0; v < padded; ++v) {
+            uint32_t bits = 0;
+            for (int64_t j = 0; j < LANES; ++j) {
+                const int64_t pixel = v * LANES + j, ih = pixel / p->W + shift_h, iw = pixel % p->W + shift_w;
+                if (pixel < plane && ih >= 0 && ih < p->H && iw >= 0 && iw < p->W) bits |= 1u << j;
+            }
+            masks[t * padded + v] = lane_bits(bits);
+            touches[t * tiles + v / NV] |= bits != 0;
+        }
+    }
+    const flat_table f = {masks, touches, shift, padded};
+    for (int64_t v0 = 0; v0 < padded; v0 += NV)
+        for (int64_t o = o_begin; o < o_end; ++o) {
+            if (NV == 8) flat_tile_8(p, &f, o, v0); else flat_tile_4(p, &f, o, v0);
+        }
+    free(masks); free(touches); free(shift);
+}
+
+static void conv_rows(const conv_args* p, int64_t o_begin, int64_t o_end) {
     for (int64_t cs = 0; cs < p->Wo; cs += 3 * LANES) {
         const int64_t width = p->Wo - cs;
         if (width <= LANES) {
@@ -177,8 +251,12 @@ void adapmtl_sparse_conv2d_f32(const float* x, float* y, const int64_t* tap_star
     const conv_args p = {x, y, tap_start, chan, val, bias,
                          g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11]};
 #ifdef LANES
+    if (p.sh == 1 && p.sw == 1 && p.Ho == p.H && p.Wo == p.W) {
+        conv_flat(&p, o_begin, o_end);
+        return;
+    }
     if (p.sw == 1) {
-        conv_simd(&p, o_begin, o_end);
+        conv_rows(&p, o_begin, o_end);
         return;
     }
 #endif
