@@ -183,3 +183,13 @@ def test_compile_sparse_picks_direct_where_it_is_fastest():
     with torch.no_grad():
         assert torch.allclose(compiled(x), model(x), atol=1e-5)
     assert isinstance(build_path(model[0], "direct"), Direct) and "direct" in candidate_paths(model[0])
+
+
+@needs_kernel
+def test_direct_is_offered_for_a_dense_conv_since_it_skips_padding():
+    dense = nn.Conv2d(4, 4, 3, padding=12, dilation=12)  # on a map under 12 pixels, 8 of 9 taps see padding
+    assert set(candidate_paths(dense)) == {"dense", "direct"}
+    x = torch.randn(1, 4, 10, 10)
+    with torch.no_grad():
+        assert torch.allclose(candidate_paths(dense)["direct"](x), dense(x), atol=1e-5)
+    assert set(candidate_paths(nn.Linear(4, 4))) == {"dense"}

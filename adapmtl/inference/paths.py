@@ -11,7 +11,7 @@ output (within float tolerance). `candidate_paths(layer)` lists those that apply
 - "csr": the weight as a CSR sparse matrix times the input: a 1×1 convolution or a
   Linear layer directly, a k×k convolution through im2col (unfold).
 - "direct": a convolution computed by the native kernel straight from the input, reading
-  only what each nonzero's tap covers (`direct.py`); offered only where the kernel built.
+  only what each nonzero's tap covers, padding never (`direct.py`); offered where the kernel built.
 """
 from __future__ import annotations
 
@@ -128,12 +128,19 @@ PATHS: dict[str, type[nn.Module]] = {"shrunk": Shrunk, "csr": CSR, "direct": Dir
 
 
 def candidate_paths(layer: nn.Module) -> dict[str, nn.Module]:
-    """{path name: module} of every path that applies to `layer`, "dense" (the layer) first."""
+    """{path name: module} of every path that applies to `layer`, "dense" (the layer) first.
+
+    "shrunk" and "csr" only where the weight has zeros; "direct" (where the native kernel
+    built) for every convolution it serves, since skipping zero padding pays even for a
+    dense weight (large dilations on small maps)."""
     candidates: dict[str, nn.Module] = {"dense": layer}
-    if isinstance(layer, (nn.Conv2d, nn.Linear)) and layer.weight.detach().eq(0).any():
-        for name, path in PATHS.items():
-            if path.applies(layer) and (path is not Direct or native.kernels() is not None):
-                candidates[name] = path(layer)
+    if not isinstance(layer, (nn.Conv2d, nn.Linear)):
+        return candidates
+    has_zeros = bool(layer.weight.detach().eq(0).any())
+    for name, path in PATHS.items():
+        wanted = native.kernels() is not None if path is Direct else has_zeros
+        if wanted and path.applies(layer):
+            candidates[name] = path(layer)
     return candidates
 
 
