@@ -40,10 +40,12 @@ def _sparse(layer: nn.Conv2d, seed: int = 0) -> nn.Conv2d:
 @needs_kernel
 @pytest.mark.parametrize("name", list(CONVS))
 @pytest.mark.parametrize("batch, height, width", SHAPES)
-def test_direct_matches_the_dense_conv(name, batch, height, width):
+@pytest.mark.parametrize("block", [None, 3])  # the nonzeros in one block of input channels, or in blocks of 3
+def test_direct_matches_the_dense_conv(name, batch, height, width, block):
     torch.manual_seed(1)
     layer = _sparse(CONVS[name]())
-    direct = Direct(layer)
+    direct = Direct(layer, block)
+    assert direct.blocks == (1 if block is None else -(-layer.in_channels // 3))
     x = torch.randn(batch, layer.in_channels, height, width)
     with torch.no_grad():
         expected, got = layer(x), direct(x)
@@ -78,6 +80,19 @@ def test_threads_split_the_work_without_changing_a_bit():
     assert torch.equal(alone, together)
 
 
+def test_block_size_follows_density():
+    # about BLOCK_NONZEROS nonzeros per (output channel, block): small blocks for dense weights, one for sparse
+    layer = nn.Conv2d(512, 64, 3, padding=1)
+    with torch.no_grad():
+        layer.weight.mul_(torch.rand(layer.weight.shape, generator=torch.Generator().manual_seed(0)) >= 0.5)
+    assert Direct(layer).block_channels == 16  # 4.5 nonzeros per (output, input) channel: 64 / 4.5 → 15, at least 16
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.weight[:, :256, 1, 1] = 1.0  # now 0.5 nonzeros per (output, input) channel: 128 channels per block
+    assert Direct(layer).block_channels == 128 and Direct(layer).blocks == 4
+    assert Direct(nn.Conv2d(32, 32, 3, groups=32)).blocks == 1  # depthwise: never blocked
+
+
 def test_other_dtypes_and_bad_inputs():
     layer = _sparse(nn.Conv2d(8, 6, 3, padding=1))
     direct = Direct(layer).double()  # the kernel is float32: float64 runs through F.conv2d
@@ -105,7 +120,8 @@ for name, make in t.CONVS.items():
     for batch, height, width in t.SHAPES:
         layer = t._sparse(make()); x = torch.randn(batch, layer.in_channels, height, width)
         with torch.no_grad():
-            assert torch.allclose(Direct(layer)(x), layer(x), atol=1e-5), (name, height, width)
+            for block in (None, 3):
+                assert torch.allclose(Direct(layer, block)(x), layer(x), atol=1e-5), (name, height, width, block)
 """
 
 

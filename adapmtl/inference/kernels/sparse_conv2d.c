@@ -1,9 +1,9 @@
 /* Direct sparse 2-D convolution of one float32 image (see adapmtl/inference/direct.py).
  *
- * The weight's nonzeros are grouped by output channel o and kernel tap t = kh*KW + kw:
- * group (o, t) holds entries tap_start[o*T + t] .. tap_start[o*T + t + 1], each an absolute
- * input channel chan[n] and a value val[n] (absolute channels make grouped and depthwise
- * convolutions the same case). Then
+ * The weight's nonzeros are grouped by block b of input channels, output channel o and kernel
+ * tap t = kh*KW + kw: group (b, o, t) holds entries tap_start[(b*O + o)*T + t] up to the next
+ * group's start, each an absolute input channel chan[n] and a value val[n] (absolute channels
+ * make grouped and depthwise convolutions the same case). Then
  *     y[o, oh, ow] = bias[o] + sum_t sum_n val[n] * x[chan[n], oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]
  * over the taps that land inside the image: zero padding is never read nor multiplied, so a
  * tap that only ever sees padding (large dilation on a small map) costs nothing.
@@ -11,7 +11,9 @@
  * Why tiles: for each output tile the sums stay in registers while every nonzero of the output
  * channel adds  value x (the matching segment of its input channel); masked loads cut each segment
  * to the pixels where the tap is inside the image. Tiles are visited outermost and output channels
- * innermost, so the input segments in use stay in the L2 cache across all output channels.
+ * innermost, so the input segments in use stay in cache across all output channels; blocks of
+ * input channels (between the two) keep that working set small enough for the L1 cache, at the
+ * cost of reloading each tile's partial sums once per block.
  *   - conv_flat: stride 1 and output size = input size (the usual "same" convolution): a tile is
  *     4 or 8 vectors of consecutive pixels of the flattened map.
  *   - conv_rows: other stride-1-across convolutions: a tile is a few rows x up to 3 vectors.
@@ -25,7 +27,13 @@ typedef struct {
     const float* x; float* y;
     const int64_t* tap_start; const int32_t* chan; const float* val; const float* bias;
     int64_t H, W, Ho, Wo, KH, KW, sh, sw, ph, pw, dh, dw;
+    int64_t O, blocks;  /* output channels; input-channel blocks the nonzeros are grouped by */
 } conv_args;
+
+/* Nonzeros of output channel o, input-channel block b: groups (b, o, t) for the T taps. */
+static inline const int64_t* group_start(const conv_args* p, int64_t b, int64_t o) {
+    return p->tap_start + (b * p->O + o) * p->KH * p->KW;
+}
 
 /* Output positions [lo, hi) of one axis whose input position pos*stride + shift is inside [0, size). */
 static void inside_range(int64_t shift, int64_t stride, int64_t size, int64_t out_size, int64_t* lo, int64_t* hi) {
@@ -41,14 +49,16 @@ static void conv_portable(const conv_args* p, int64_t o) {
     float* out = p->y + o * p->Ho * p->Wo;
     const float b = p->bias ? p->bias[o] : 0.0f;
     for (int64_t i = 0; i < p->Ho * p->Wo; ++i) out[i] = b;
+    for (int64_t block = 0; block < p->blocks; ++block)
     for (int64_t t = 0; t < T; ++t) {
+        const int64_t* start = group_start(p, block, o);
         const int64_t kh = t / p->KW, kw = t % p->KW;
         const int64_t shift_h = kh * p->dh - p->ph, shift_w = kw * p->dw - p->pw;
         int64_t r0, r1, c0, c1;
         inside_range(shift_h, p->sh, p->H, p->Ho, &r0, &r1);
         inside_range(shift_w, p->sw, p->W, p->Wo, &c0, &c1);
         if (r0 >= r1 || c0 >= c1) continue;
-        for (int64_t n = p->tap_start[o * T + t]; n < p->tap_start[o * T + t + 1]; ++n) {
+        for (int64_t n = start[t]; n < start[t + 1]; ++n) {
             const float w = p->val[n];
             const float* in = p->x + (int64_t)p->chan[n] * plane;
             for (int64_t oh = r0; oh < r1; ++oh) {
@@ -70,6 +80,7 @@ static inline lanes_mask lane_bits(uint32_t bits) { return (lanes_mask)bits; }
 #define VSET1(s) _mm512_set1_ps(s)
 #define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define VLOAD(m, ptr) _mm512_maskz_loadu_ps(m, ptr)
+#define VLOADU(ptr) _mm512_loadu_ps(ptr)
 #define VSTORE(ptr, m, v) _mm512_mask_storeu_ps(ptr, m, v)
 #elif defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -88,6 +99,7 @@ static inline lanes_mask lane_bits(uint32_t bits) {  /* lane j on where bit j is
 #define VSET1(s) _mm256_set1_ps(s)
 #define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define VLOAD(m, ptr) _mm256_maskload_ps(ptr, m)
+#define VLOADU(ptr) _mm256_loadu_ps(ptr)
 #define VSTORE(ptr, m, v) _mm256_maskstore_ps(ptr, m, v)
 #endif
 
@@ -104,12 +116,16 @@ static inline lanes_mask columns_mask(int64_t lo, int64_t hi, int64_t start) {
 /* Output rows oh0 .. oh0+R-1 (those < Ho), columns cs .. cs + NV*LANES - 1 (those < Wo), channel o.
  * Masked-off lanes are never read, so their addresses may lie outside the input. */
 #define DEFINE_TILE(R, NV)                                                                            \
-static void tile_##R##_##NV(const conv_args* p, int64_t o, int64_t oh0, int64_t cs) {                 \
+static void tile_##R##_##NV(const conv_args* p, int64_t block, int64_t o, int64_t oh0, int64_t cs) {  \
     const int64_t T = p->KH * p->KW, plane = p->H * p->W;                                            \
-    const int64_t* start = p->tap_start + o * T;                                                     \
+    const int64_t* start = group_start(p, block, o);                                                 \
+    if (block > 0 && start[0] == start[T]) return;  /* nothing to add */                             \
     vec acc[R][NV];                                                                                  \
     const vec b = VSET1(p->bias ? p->bias[o] : 0.0f);                                                \
-    for (int r = 0; r < R; ++r) for (int v = 0; v < NV; ++v) acc[r][v] = b;                          \
+    for (int r = 0; r < R; ++r) for (int v = 0; v < NV; ++v) {                                       \
+        const float* sum = p->y + (o * p->Ho + oh0 + r) * p->Wo + cs + LANES * v;                   \
+        acc[r][v] = block == 0 ? b : VLOAD(columns_mask(0, oh0 + r < p->Ho ? p->Wo : 0, cs + LANES * v), sum); \
+    }                                                                                                \
     for (int64_t t = 0; t < T; ++t) {                                                                \
         const int64_t n0 = start[t], n1 = start[t + 1];                                              \
         if (n0 == n1) continue;                                                                      \
@@ -159,27 +175,39 @@ DEFINE_TILE(2, 3)
  * tap t, so a tile is NV whole vectors of consecutive pixels (rows wrap), with a precomputed mask
  * per (tap, vector) for the lanes whose tap lands inside the image. No lane is wasted on the ends of
  * short rows, which matters most for the small maps of the heads (11 x 11 = 121 pixels, 8 vectors). */
+enum { TOUCH_NONE, TOUCH_SOME, TOUCH_ALL };  /* how much of a tile a tap sees inside the image */
 typedef struct { const lanes_mask* masks; const uint8_t* touches; const int64_t* shift; int64_t vectors; } flat_table;
 
 #define DEFINE_FLAT_TILE(NV)                                                                          \
-static void flat_tile_##NV(const conv_args* p, const flat_table* f, int64_t o, int64_t v0) {          \
+static void flat_tile_##NV(const conv_args* p, const flat_table* f, int64_t block, int64_t o, int64_t v0) { \
     const int64_t T = p->KH * p->KW, plane = p->H * p->W;                                            \
-    const int64_t* start = p->tap_start + o * T;                                                     \
+    const int64_t* start = group_start(p, block, o);                                                 \
+    if (block > 0 && start[0] == start[T]) return;  /* nothing to add */                             \
+    float* dst = p->y + o * plane + LANES * v0;                                                      \
     vec acc[NV];                                                                                     \
     const vec b = VSET1(p->bias ? p->bias[o] : 0.0f);                                                \
-    for (int v = 0; v < NV; ++v) acc[v] = b;                                                         \
+    for (int v = 0; v < NV; ++v)                                                                     \
+        acc[v] = block == 0 ? b : VLOAD(columns_mask(0, plane, LANES * (v0 + v)), dst + LANES * v);  \
     for (int64_t t = 0; t < T; ++t) {                                                                \
         const int64_t n0 = start[t], n1 = start[t + 1];                                              \
-        if (n0 == n1 || !f->touches[t * (f->vectors / NV) + v0 / NV]) continue; /* tile sees only padding */ \
+        const uint8_t touch = f->touches[t * (f->vectors / NV) + v0 / NV];                            \
+        if (n0 == n1 || touch == TOUCH_NONE) continue;                                               \
         const lanes_mask* m = f->masks + t * f->vectors + v0;                                        \
         const float* base = p->x + LANES * v0 + f->shift[t];                                         \
-        for (int64_t n = n0; n < n1; ++n) {                                                          \
-            const vec w = VSET1(p->val[n]);                                                          \
-            const float* in = base + (int64_t)p->chan[n] * plane;                                    \
-            for (int v = 0; v < NV; ++v) acc[v] = VFMA(w, VLOAD(m[v], in + LANES * v), acc[v]);      \
+        if (touch == TOUCH_ALL) { /* every lane inside the image: plain loads, which fuse with the FMA */ \
+            for (int64_t n = n0; n < n1; ++n) {                                                      \
+                const vec w = VSET1(p->val[n]);                                                      \
+                const float* in = base + (int64_t)p->chan[n] * plane;                                \
+                for (int v = 0; v < NV; ++v) acc[v] = VFMA(w, VLOADU(in + LANES * v), acc[v]);       \
+            }                                                                                        \
+        } else {                                                                                     \
+            for (int64_t n = n0; n < n1; ++n) {                                                      \
+                const vec w = VSET1(p->val[n]);                                                      \
+                const float* in = base + (int64_t)p->chan[n] * plane;                                \
+                for (int v = 0; v < NV; ++v) acc[v] = VFMA(w, VLOAD(m[v], in + LANES * v), acc[v]);  \
+            }                                                                                        \
         }                                                                                            \
     }                                                                                                \
-    float* dst = p->y + o * plane + LANES * v0;                                                      \
     for (int v = 0; v < NV; ++v) VSTORE(dst + LANES * v, columns_mask(0, plane, LANES * (v0 + v)), acc[v]); \
 }
 DEFINE_FLAT_TILE(4)
@@ -201,34 +229,41 @@ static void conv_flat(const conv_args* p, int64_t o_begin, int64_t o_end) {
     for (int64_t t = 0; t < T; ++t) {
         const int64_t shift_h = (t / p->KW) * p->dh - p->ph, shift_w = (t % p->KW) * p->dw - p->pw;
         shift[t] = shift_h * p->W + shift_w;
-        for (int64_t tile = 0; tile < tiles; ++tile) touches[t * tiles + tile] = 0;
-        for (int64_t v = 0; v < padded; ++v) {
-            uint32_t bits = 0;
-            for (int64_t j = 0; j < LANES; ++j) {
-                const int64_t pixel = v * LANES + j, ih = pixel / p->W + shift_h, iw = pixel % p->W + shift_w;
-                if (pixel < plane && ih >= 0 && ih < p->H && iw >= 0 && iw < p->W) bits |= 1u << j;
+        for (int64_t tile = 0; tile < tiles; ++tile) {
+            int any = 0, all = 1;
+            for (int64_t v = tile * NV; v < (tile + 1) * NV; ++v) {
+                uint32_t bits = 0;
+                for (int64_t j = 0; j < LANES; ++j) {
+                    const int64_t pixel = v * LANES + j, ih = pixel / p->W + shift_h, iw = pixel % p->W + shift_w;
+                    if (pixel < plane && ih >= 0 && ih < p->H && iw >= 0 && iw < p->W) bits |= 1u << j;
+                }
+                masks[t * padded + v] = lane_bits(bits);
+                any |= bits != 0;
+                all &= bits == (1u << LANES) - 1u;
             }
-            masks[t * padded + v] = lane_bits(bits);
-            touches[t * tiles + v / NV] |= bits != 0;
+            touches[t * tiles + tile] = all ? TOUCH_ALL : any ? TOUCH_SOME : TOUCH_NONE;
         }
     }
     const flat_table f = {masks, touches, shift, padded};
     for (int64_t v0 = 0; v0 < padded; v0 += NV)
-        for (int64_t o = o_begin; o < o_end; ++o) {
-            if (NV == 8) flat_tile_8(p, &f, o, v0); else flat_tile_4(p, &f, o, v0);
-        }
+        for (int64_t block = 0; block < p->blocks; ++block)
+            for (int64_t o = o_begin; o < o_end; ++o) {
+                if (NV == 8) flat_tile_8(p, &f, block, o, v0); else flat_tile_4(p, &f, block, o, v0);
+            }
     free(masks); free(touches); free(shift);
 }
 
+#define ROW_TILES(tile) \
+    for (int64_t block = 0; block < p->blocks; ++block) for (int64_t o = o_begin; o < o_end; ++o) tile(p, block, o, oh, cs)
 static void conv_rows(const conv_args* p, int64_t o_begin, int64_t o_end) {
     for (int64_t cs = 0; cs < p->Wo; cs += 3 * LANES) {
         const int64_t width = p->Wo - cs;
         if (width <= LANES) {
-            for (int64_t oh = 0; oh < p->Ho; oh += 8) for (int64_t o = o_begin; o < o_end; ++o) tile_8_1(p, o, oh, cs);
+            for (int64_t oh = 0; oh < p->Ho; oh += 8) ROW_TILES(tile_8_1);
         } else if (width <= 2 * LANES) {
-            for (int64_t oh = 0; oh < p->Ho; oh += 4) for (int64_t o = o_begin; o < o_end; ++o) tile_4_2(p, o, oh, cs);
+            for (int64_t oh = 0; oh < p->Ho; oh += 4) ROW_TILES(tile_4_2);
         } else {
-            for (int64_t oh = 0; oh < p->Ho; oh += 2) for (int64_t o = o_begin; o < o_end; ++o) tile_2_3(p, o, oh, cs);
+            for (int64_t oh = 0; oh < p->Ho; oh += 2) ROW_TILES(tile_2_3);
         }
     }
 }
@@ -243,13 +278,14 @@ int adapmtl_simd_lanes(void) {
 #endif
 }
 
-/* geometry: H, W, Ho, Wo, KH, KW, sh, sw, ph, pw, dh, dw. Computes output channels [o_begin, o_end). */
+/* geometry: H, W, Ho, Wo, KH, KW, sh, sw, ph, pw, dh, dw, O, blocks. Computes output channels [o_begin, o_end). */
 void adapmtl_sparse_conv2d_f32(const float* x, float* y, const int64_t* tap_start, const int32_t* chan,
                                const float* val, const float* bias, const int64_t* geometry,
                                int64_t o_begin, int64_t o_end) {
     const int64_t* g = geometry;
     const conv_args p = {x, y, tap_start, chan, val, bias,
-                         g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11]};
+                         g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11],
+                         g[12], g[13]};
 #ifdef LANES
     if (p.sh == 1 && p.sw == 1 && p.Ho == p.H && p.Wo == p.W) {
         conv_flat(&p, o_begin, o_end);
