@@ -107,8 +107,7 @@ class Direct(nn.Module):
         out = x.new_empty(x.shape[0], self.out_channels, max(out_h, 0), max(out_w, 0))
         if out.numel() == 0:
             return out
-        geometry = torch.tensor([height, width, out_h, out_w, *self.kernel_size, *self.stride, *self.padding,
-                                 *self.dilation, self.out_channels, self.blocks],
-                                dtype=torch.int64)
+        geometry = torch.tensor([self.in_channels, height, width, out_h, out_w, *self.kernel_size, *self.stride,
+                                 *self.padding, *self.dilation, self.out_channels, self.blocks], dtype=torch.int64)
         native.sparse_conv2d(x.contiguous(), out, self.tap_start, self.channels, self.values, self.bias, geometry)
         return out

@@ -22,13 +22,14 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 SOURCE = Path(__file__).with_name("kernels") / "sparse_conv2d.c"
-FLAG_SETS = (["-O3", "-march=native"], ["-O3"])  # the second for compilers without -march=native
+# -fopenmp: the kernel's threads come from the OpenMP runtime PyTorch already loaded (libgomp);
+# the later sets serve compilers without OpenMP (one thread) or without -march=native
+FLAG_SETS = (["-O3", "-march=native", "-fopenmp"], ["-O3", "-march=native"], ["-O3"])
 _lock = threading.Lock()
 _state: dict[str, object] = {}
 
@@ -79,6 +80,7 @@ def _load(path: Path) -> ctypes.CDLL:
     library.adapmtl_sparse_conv2d_f32.argtypes = [pointer] * 7 + [size, size]
     library.adapmtl_sparse_conv2d_f32.restype = None
     library.adapmtl_simd_lanes.restype = ctypes.c_int
+    library.adapmtl_openmp.restype = ctypes.c_int
     return library
 
 
@@ -99,7 +101,9 @@ def kernels() -> ctypes.CDLL | None:
             for flags in [custom.split()] if custom else FLAG_SETS:
                 try:
                     library = _load(build(compiler, flags, cache_dir()))
-                    reason = f"built with {compiler} {' '.join(flags)}, {library.adapmtl_simd_lanes()} SIMD lanes"
+                    threads = "OpenMP threads" if library.adapmtl_openmp() else "one thread (no OpenMP)"
+                    reason = (f"built with {compiler} {' '.join(flags)}, {library.adapmtl_simd_lanes()} SIMD lanes, "
+                              f"{threads}")
                     break
                 except (OSError, RuntimeError) as error:
                     errors.append(str(error))
@@ -115,43 +119,15 @@ def status() -> str:
     return str(_state["reason"])
 
 
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """A pool reused across calls; ctypes drops the GIL, so its threads run the kernel in parallel."""
-    with _lock:
-        if _state.get("pool_workers") != workers:
-            if "pool" in _state:
-                _state["pool"].shutdown(wait=False)
-            _state["pool"] = ThreadPoolExecutor(workers, thread_name_prefix="adapmtl-sparse")
-            _state["pool_workers"] = workers
-        return _state["pool"]
-
-
 def sparse_conv2d(x: torch.Tensor, out: torch.Tensor, tap_start: torch.Tensor, channels: torch.Tensor,
                   values: torch.Tensor, bias: torch.Tensor | None, geometry: torch.Tensor) -> None:
     """Fill `out` [B, O, Ho, Wo] with the sparse convolution of `x` [B, C, H, W] (float32, contiguous).
 
     The caller guarantees the shapes agree with `geometry` and that every channel index is
-    below C (the kernel reads raw memory). Work is split over images and output channels
-    on torch.get_num_threads() threads.
+    below C (the kernel reads raw memory). Runs on torch.get_num_threads() threads.
     """
     library = kernels()
     assert library is not None, "sparse_conv2d called without a native kernel"
-    batch, out_channels = out.shape[:2]
-    per_image, per_out = x[0].numel() * 4, out[0].numel() * 4
-    threads = max(1, torch.get_num_threads())
-    splits = max(1, -(-threads // batch)) if out_channels >= 2 * threads else 1
-    bounds = [out_channels * i // splits for i in range(splits + 1)]
-    jobs = [(x.data_ptr() + b * per_image, out.data_ptr() + b * per_out, bounds[i], bounds[i + 1])
-            for b in range(batch) for i in range(splits)]
-    common = (tap_start.data_ptr(), channels.data_ptr(), values.data_ptr(),
-              bias.data_ptr() if bias is not None else None, geometry.data_ptr())
-
-    def run(job):
-        x_ptr, out_ptr, begin, end = job
-        library.adapmtl_sparse_conv2d_f32(x_ptr, out_ptr, *common, begin, end)
-
-    if threads == 1 or len(jobs) == 1:
-        for job in jobs:
-            run(job)
-    else:
-        list(_pool(min(threads, len(jobs))).map(run, jobs))
+    library.adapmtl_sparse_conv2d_f32(x.data_ptr(), out.data_ptr(), tap_start.data_ptr(), channels.data_ptr(),
+                                      values.data_ptr(), bias.data_ptr() if bias is not None else None,
+                                      geometry.data_ptr(), x.shape[0], torch.get_num_threads())

@@ -278,23 +278,51 @@ int adapmtl_simd_lanes(void) {
 #endif
 }
 
-/* geometry: H, W, Ho, Wo, KH, KW, sh, sw, ph, pw, dh, dw, O, blocks. Computes output channels [o_begin, o_end). */
-void adapmtl_sparse_conv2d_f32(const float* x, float* y, const int64_t* tap_start, const int32_t* chan,
-                               const float* val, const float* bias, const int64_t* geometry,
-                               int64_t o_begin, int64_t o_end) {
-    const int64_t* g = geometry;
-    const conv_args p = {x, y, tap_start, chan, val, bias,
-                         g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11],
-                         g[12], g[13]};
+/* Whether this build runs its jobs on OpenMP threads (PyTorch's own libgomp pool, shared). */
+int adapmtl_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+static void conv_range(const conv_args* p, int64_t o_begin, int64_t o_end) {
 #ifdef LANES
-    if (p.sh == 1 && p.sw == 1 && p.Ho == p.H && p.Wo == p.W) {
-        conv_flat(&p, o_begin, o_end);
+    if (p->sh == 1 && p->sw == 1 && p->Ho == p->H && p->Wo == p->W) {
+        conv_flat(p, o_begin, o_end);
         return;
     }
-    if (p.sw == 1) {
-        conv_rows(&p, o_begin, o_end);
+    if (p->sw == 1) {
+        conv_rows(p, o_begin, o_end);
         return;
     }
 #endif
-    for (int64_t o = o_begin; o < o_end; ++o) conv_portable(&p, o);
+    for (int64_t o = o_begin; o < o_end; ++o) conv_portable(p, o);
+}
+
+/* A batch of images x [batch, C, H, W] into y [batch, O, Ho, Wo].
+ * geometry: C, H, W, Ho, Wo, KH, KW, sh, sw, ph, pw, dh, dw, O, blocks.
+ * The work is split into jobs by image and, when there are fewer images than threads, by ranges of
+ * output channels; each output value is computed by one job in a fixed order, so the result does not
+ * depend on the number of threads. Built with -fopenmp, the jobs run on the OpenMP pool that PyTorch
+ * itself uses (same libgomp), rather than on threads competing with it. */
+void adapmtl_sparse_conv2d_f32(const float* x, float* y, const int64_t* tap_start, const int32_t* chan,
+                               const float* val, const float* bias, const int64_t* geometry,
+                               int64_t batch, int64_t threads) {
+    const int64_t* g = geometry;
+    const int64_t C = g[0];
+    const conv_args p = {x, y, tap_start, chan, val, bias,
+                         g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11], g[12],
+                         g[13], g[14]};
+    if (threads < 1) threads = 1;
+    const int64_t splits = p.O >= 2 * threads ? (threads + batch - 1) / batch : 1, jobs = batch * splits;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && jobs > 1)
+    for (int64_t job = 0; job < jobs; ++job) {
+        const int64_t image = job / splits, part = job % splits;
+        conv_args q = p;
+        q.x = p.x + image * C * p.H * p.W;
+        q.y = p.y + image * p.O * p.Ho * p.Wo;
+        conv_range(&q, p.O * part / splits, p.O * (part + 1) / splits);
+    }
 }
