@@ -278,7 +278,8 @@ def _add_compile(subparsers: argparse._SubParsersAction) -> None:
         compiled, comparison, path = compile_run(args.run_dir, batch=args.batch, size=args.size,
                                                  rounds=args.rounds, plan_out=args.plan)
         print(f"native kernel: {native.status()}")
-        print(f"{torch.get_num_threads()} threads, batch {args.batch}: {comparison.summary()}")
+        threads = torch.get_num_threads()
+        print(f"{threads} thread{'' if threads == 1 else 's'}, batch {args.batch}: {comparison.summary()}")
         print("paths: " + ", ".join(f"{name} {count}" for name, count in compiled.plan.path_counts().items()))
         print(slowest_layers(compiled.plan, args.top))
         print(f"wrote {path}")

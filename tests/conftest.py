@@ -1,8 +1,17 @@
 """Suite-wide test settings."""
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
+
+# Native kernels are built into a temporary folder, not the user's cache. Set at import, before
+# any test module is collected: test modules ask for the kernel at import time (skip markers).
+_KERNEL_CACHE = tempfile.mkdtemp(prefix="adapmtl-test-kernels-")
+os.environ["ADAPMTL_CACHE_DIR"] = _KERNEL_CACHE
+atexit.register(shutil.rmtree, _KERNEL_CACHE, True)
 
 
 @pytest.fixture(autouse=True)
@@ -14,14 +23,3 @@ def one_thread():
     yield
     torch.set_num_threads(threads)
 
-
-@pytest.fixture(autouse=True, scope="session")
-def private_kernel_cache(tmp_path_factory):
-    """Native kernels are built into the session's temporary folder, not the user's cache."""
-    previous = os.environ.get("ADAPMTL_CACHE_DIR")
-    os.environ["ADAPMTL_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if previous is None:
-        del os.environ["ADAPMTL_CACHE_DIR"]
-    else:
-        os.environ["ADAPMTL_CACHE_DIR"] = previous

@@ -117,7 +117,7 @@ def test_compile_cli_times_a_finished_run_and_saves_a_reusable_plan(runs, tmp_pa
     assert main(["compile", str(runs["adapmtl"]), "--rounds", "2", "--size", "32", "48", "--plan", str(plan_path),
                  "--top", "3"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"1 threads, batch 1: dense [\d.]+ ms, compiled [\d.]+ ms: [\d.]+x \(median of 2", out)
+    assert re.search(r"1 thread, batch 1: dense [\d.]+ ms, compiled [\d.]+ ms: [\d.]+x \(median of 2", out)
     assert out.count(" ms)\n") == 3 and f"wrote {plan_path}" in out
     model, _ = load_run_model(runs["adapmtl"])
     plan = Plan.load(plan_path)

@@ -54,9 +54,9 @@ def slowest_layers(plan: Plan, count: int) -> str:
     """The `count` layers whose chosen path takes longest, with every path's time: where the time goes."""
     layers = sorted(plan.layers.items(), key=lambda item: -item[1].times_ms[item[1].path])
     total = sum(choice.times_ms[choice.path] for choice in plan.layers.values() if choice.times_ms)
-    lines = [f"layers' own time {total:.0f} ms; slowest {min(count, len(layers))}:"]
+    lines = [f"layers' own time {total:.1f} ms; slowest {min(count, len(layers))}:"]
     for name, choice in layers[:count]:
-        times = ", ".join(f"{path} {ms:.1f}" for path, ms in choice.times_ms.items())
+        times = ", ".join(f"{path} {ms:.2f}" for path, ms in choice.times_ms.items())
         lines.append(f"  {name:<42} {choice.sparsity:>6.1%} {choice.path:<6} ({times} ms)")
     return "\n".join(lines)
 
