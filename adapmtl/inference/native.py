@@ -1,7 +1,7 @@
 """Build, cache and call the native sparse-convolution kernel (`kernels/sparse_conv2d.c`).
 
 The kernel is plain C, compiled once per machine with the system's C compiler
-(`$CC`, else cc / gcc / clang) and `-O3 -march=native`, then loaded with ctypes. Why
+(`$CC`, else cc / gcc / clang) and `-O3 -march=native -fopenmp`, then loaded with ctypes. Why
 not a torch C++ extension: those need ninja and compile PyTorch's headers (a minute on
 two cores); this file builds in about a second and needs nothing but a C compiler.
 
