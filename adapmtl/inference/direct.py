@@ -77,6 +77,12 @@ class Direct(nn.Module):
         return (isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros" and isinstance(layer.padding, tuple)
                 and layer.weight.dtype == torch.float32)
 
+    @staticmethod
+    def worth_timing(layer: nn.Module) -> bool:
+        """Wherever the native kernel built, sparse weight or not: skipping zero padding pays
+        on its own (large dilations on small maps)."""
+        return native.kernels() is not None
+
     def dense_weight(self) -> torch.Tensor:
         """The weight [out, in/groups, kh, kw] rebuilt from the stored nonzeros."""
         kh, kw = self.kernel_size

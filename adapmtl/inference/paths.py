@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapmtl.inference import native
 from adapmtl.inference.direct import Direct
 from adapmtl.inference.geometry import conv_output_size
 
@@ -55,6 +54,11 @@ class Shrunk(nn.Module):
         weight = layer.weight.detach()
         flat = weight.flatten(2) if weight.dim() > 2 else weight.unsqueeze(-1)
         return bool((~flat.ne(0).any(dim=(1, 2))).any() or (~flat.ne(0).any(dim=(0, 2))).any())
+
+    @staticmethod
+    def worth_timing(layer: Layer) -> bool:
+        """Always, where it applies: `applies` already asks for zeros that line up."""
+        return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv:
@@ -94,6 +98,11 @@ class CSR(nn.Module):
             return layer.groups == 1 and layer.padding_mode == "zeros" and isinstance(layer.padding, tuple)
         return True
 
+    @staticmethod
+    def worth_timing(layer: Layer) -> bool:
+        """Only for a weight with zeros: a dense weight as CSR is never faster."""
+        return bool(layer.weight.detach().eq(0).any())
+
     def _apply(self, fn, recurse=True):  # keep the CSR matrix on the module's device and dtype
         super()._apply(fn, recurse)
         self.csr = fn(self.csr)
@@ -128,19 +137,13 @@ PATHS: dict[str, type[nn.Module]] = {"shrunk": Shrunk, "csr": CSR, "direct": Dir
 
 
 def candidate_paths(layer: nn.Module) -> dict[str, nn.Module]:
-    """{path name: module} of every path that applies to `layer`, "dense" (the layer) first.
-
-    "shrunk" and "csr" only where the weight has zeros; "direct" (where the native kernel
-    built) for every convolution it serves, since skipping zero padding pays even for a
-    dense weight (large dilations on small maps)."""
+    """{path name: module} of every path that applies to `layer` and is worth timing there,
+    "dense" (the layer) first."""
     candidates: dict[str, nn.Module] = {"dense": layer}
-    if not isinstance(layer, (nn.Conv2d, nn.Linear)):
-        return candidates
-    has_zeros = bool(layer.weight.detach().eq(0).any())
-    for name, path in PATHS.items():
-        wanted = native.kernels() is not None if path is Direct else has_zeros
-        if wanted and path.applies(layer):
-            candidates[name] = path(layer)
+    if isinstance(layer, (nn.Conv2d, nn.Linear)):
+        for name, path in PATHS.items():
+            if path.applies(layer) and path.worth_timing(layer):
+                candidates[name] = path(layer)
     return candidates
 
 
