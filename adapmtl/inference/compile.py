@@ -84,14 +84,16 @@ class SparseCompiled(nn.Module):
         return self.module(*args, **kwargs)
 
 
+def elapsed_seconds(run: Callable[[], Any]) -> float:
+    """Wall-clock seconds of one call of `run`."""
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
 def _median_ms(run: Callable[[], Any], repeats: int) -> float:
     run()  # warm-up: first calls allocate and pick kernels
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+    return 1000 * statistics.median(elapsed_seconds(run) for _ in range(repeats))
 
 
 def _capture_inputs(model: nn.Module, names: list[str], example: Any) -> dict[str, torch.Tensor]:

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from adapmtl.inference.compile import Plan, SparseCompiled, compile_sparse
+from adapmtl.inference.compile import Plan, SparseCompiled, compile_sparse, elapsed_seconds
 
 
 @dataclass
@@ -31,12 +30,6 @@ class SpeedComparison:
                 f"(median of {len(self.dense_s)} alternating rounds)")
 
 
-def _seconds(run: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
-
-
 @torch.no_grad()
 def compare_speed(model: nn.Module, compiled: nn.Module, example_input: torch.Tensor, rounds: int = 5) -> SpeedComparison:
     """Time `model` and `compiled` on `example_input` in `rounds` alternating rounds (after a warm-up)."""
@@ -45,8 +38,8 @@ def compare_speed(model: nn.Module, compiled: nn.Module, example_input: torch.Te
     model(example_input), compiled(example_input)
     result = SpeedComparison()
     for _ in range(rounds):
-        result.dense_s.append(_seconds(lambda: model(example_input)))
-        result.compiled_s.append(_seconds(lambda: compiled(example_input)))
+        result.dense_s.append(elapsed_seconds(lambda: model(example_input)))
+        result.compiled_s.append(elapsed_seconds(lambda: compiled(example_input)))
     return result
 
 
