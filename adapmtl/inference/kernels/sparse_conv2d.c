@@ -1,4 +1,4 @@
-/* Direct sparse 2-D convolution of one float32 image (see adapmtl/inference/direct.py).
+/* Direct sparse 2-D convolution of a batch of float32 images (see adapmtl/inference/direct.py).
  *
  * The weight's nonzeros are grouped by block b of input channels, output channel o and kernel
  * tap t = kh*KW + kw: group (b, o, t) holds entries tap_start[(b*O + o)*T + t] up to the next
@@ -49,22 +49,23 @@ static void conv_portable(const conv_args* p, int64_t o) {
     float* out = p->y + o * p->Ho * p->Wo;
     const float b = p->bias ? p->bias[o] : 0.0f;
     for (int64_t i = 0; i < p->Ho * p->Wo; ++i) out[i] = b;
-    for (int64_t block = 0; block < p->blocks; ++block)
-    for (int64_t t = 0; t < T; ++t) {
+    for (int64_t block = 0; block < p->blocks; ++block) {
         const int64_t* start = group_start(p, block, o);
-        const int64_t kh = t / p->KW, kw = t % p->KW;
-        const int64_t shift_h = kh * p->dh - p->ph, shift_w = kw * p->dw - p->pw;
-        int64_t r0, r1, c0, c1;
-        inside_range(shift_h, p->sh, p->H, p->Ho, &r0, &r1);
-        inside_range(shift_w, p->sw, p->W, p->Wo, &c0, &c1);
-        if (r0 >= r1 || c0 >= c1) continue;
-        for (int64_t n = start[t]; n < start[t + 1]; ++n) {
-            const float w = p->val[n];
-            const float* in = p->x + (int64_t)p->chan[n] * plane;
-            for (int64_t oh = r0; oh < r1; ++oh) {
-                float* dst = out + oh * p->Wo;
-                const float* src = in + (oh * p->sh + shift_h) * p->W + shift_w;
-                for (int64_t ow = c0; ow < c1; ++ow) dst[ow] += w * src[ow * p->sw];
+        for (int64_t t = 0; t < T; ++t) {
+            const int64_t kh = t / p->KW, kw = t % p->KW;
+            const int64_t shift_h = kh * p->dh - p->ph, shift_w = kw * p->dw - p->pw;
+            int64_t r0, r1, c0, c1;
+            inside_range(shift_h, p->sh, p->H, p->Ho, &r0, &r1);
+            inside_range(shift_w, p->sw, p->W, p->Wo, &c0, &c1);
+            if (r0 >= r1 || c0 >= c1) continue;
+            for (int64_t n = start[t]; n < start[t + 1]; ++n) {
+                const float w = p->val[n];
+                const float* in = p->x + (int64_t)p->chan[n] * plane;
+                for (int64_t oh = r0; oh < r1; ++oh) {
+                    float* dst = out + oh * p->Wo;
+                    const float* src = in + (oh * p->sh + shift_h) * p->W + shift_w;
+                    for (int64_t ow = c0; ow < c1; ++ow) dst[ow] += w * src[ow * p->sw];
+                }
             }
         }
     }
