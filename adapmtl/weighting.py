@@ -6,6 +6,7 @@ training: the all-reduced ones), so every rank computes the same weights.
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections import deque
 from typing import Any, Mapping, Sequence
@@ -53,13 +54,22 @@ class EqualWeighting(TaskWeighting):
 
 
 class AdaptiveWeighting(TaskWeighting):
-    """The paper's weighting (REFERENCE §4): tasks whose loss moves more get more weight.
+    """The paper's adaptive weighting mechanism (AdapMTL, Xiang et al., ACM MM 2024): tasks whose
+    loss moves more (less robust to the ongoing pruning) get more weight.
 
     From step `begin` on, each task's relative loss change r_t(i) = |L_t(i−1) − L_t(i)| / L_t(i)
     enters a FIFO window of `window` values; once the window is full, w_t = mean(window),
     renormalised so the weights sum to the number of tasks (not the original's fixed 3).
     Before that every w_t = 1. `begin`/`window` default to the paper's 5000/500 for a
     20,000-step run, scaled in proportion to `total_steps`.
+
+    Steps without information: a task loss that is 0 (every task's loss is exactly 0 for a
+    batch with no valid pixel), below float32's smallest normal number (underflowed), negative
+    (no loss here can be) or not finite carries no information for the ratio. Such a step
+    adds nothing to that task's window and does not become its L(i−1): the task's next ratio
+    compares with its last informative loss. Its weight stays what it was until the window
+    moves again. (Without this, one batch without valid depth gives r = L/1e-12 and that
+    one value holds the weights at about {0, 0, 3} for the whole window.)
     """
 
     name = "adaptive"
@@ -72,17 +82,21 @@ class AdaptiveWeighting(TaskWeighting):
         if self.begin < 0 or self.window < 1:
             raise WeightingError(f"adaptive weighting needs begin >= 0 and window >= 1, got begin={begin}, window={window}")
         self.step = 0
-        self.previous: dict[str, float] | None = None
+        self.previous: dict[str, float] = {}  # each task's last informative loss; absent until it has one
         self.history = {t: deque(maxlen=self.window) for t in self.tasks}
         self._weights = {t: 1.0 for t in self.tasks}
 
     def update(self, losses: Mapping[str, float]) -> None:
+        """Record this step's loss of every task (plain floats; see the class docstring for
+        which values are skipped). Raises KeyError if a task is missing from `losses`."""
         self.step += 1
-        current = {t: float(losses[t]) for t in self.tasks}
-        if self.previous is not None and self.step > self.begin:
-            for t in self.tasks:
-                self.history[t].append(abs(self.previous[t] - current[t]) / max(current[t], 1e-12))
-        self.previous = current
+        for t in self.tasks:
+            current = float(losses[t])
+            if not informative(current):
+                continue
+            if t in self.previous and self.step > self.begin:
+                self.history[t].append(abs(self.previous[t] - current) / current)
+            self.previous[t] = current
         if all(len(h) == self.window for h in self.history.values()):
             means = {t: sum(h) / self.window for t, h in self.history.items()}
             total = sum(means.values())
@@ -95,16 +109,28 @@ class AdaptiveWeighting(TaskWeighting):
     def state_dict(self) -> dict[str, Any]:
         return {
             "step": self.step,
-            "previous": self.previous,
+            "previous": dict(self.previous),
             "history": {t: list(h) for t, h in self.history.items()},
             "weights": dict(self._weights),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = state["step"]
-        self.previous = state["previous"]
+        self.previous = dict(state["previous"] or {})  # None: a checkpoint from before the first step
         self.history = {t: deque(state["history"][t], maxlen=self.window) for t in self.tasks}
         self._weights = dict(state["weights"])
+
+
+FLOAT32_TINY = 1.1754943508222875e-38
+"""float32's smallest normal number: task losses are float32, and one below it has underflowed."""
+
+
+def informative(loss: float) -> bool:
+    """Whether a task loss can enter the ratio rule: finite and at least `FLOAT32_TINY`.
+
+    0 is what every task's loss is for a batch with no valid pixel (see `adapmtl.tasks`).
+    """
+    return math.isfinite(loss) and loss >= FLOAT32_TINY
 
 
 WEIGHTINGS = {cls.name: cls for cls in (EqualWeighting, AdaptiveWeighting)}
