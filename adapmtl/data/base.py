@@ -5,7 +5,7 @@ A sample is a dict of tensors (only the requested tasks' keys are present):
 - ``"image"``: float32 [3, H, W], normalised (see :data:`NORMALIZATIONS`).
 - ``"segment_semantic"``: int64 [H, W], class ids ``0..num_classes-1``, :data:`IGNORE_INDEX` (255) = ignore.
 - ``"normal"``: float32 [3, H, W], unit vectors in the camera frame; exactly (0, 0, 0) where invalid.
-- ``"depth_zbuffer"``: float32 [1, H, W], metres; 0 = invalid.
+- ``"depth_zbuffer"``: float32 [1, H, W], metres in [0, :data:`MAX_DEPTH`]; 0 = invalid.
 - ``"keypoints2d"``, ``"edge_texture"``: float32 [1, H, W] in [0, 1].
 """
 from __future__ import annotations
@@ -21,6 +21,11 @@ from adapmtl.errors import AdapMTLError
 
 IGNORE_INDEX = 255
 """Segmentation label that losses and metrics ignore."""
+
+MAX_DEPTH = 1000.0
+"""Largest depth a dataset file may hold, in metres. NYU-v2 stays under 10 m and Taskonomy's
+encoding under 128 m; a larger value comes from a wrong unit or a corrupt file, and values
+near float32's limit (3e38) make the depth loss infinite."""
 
 TASKS = ("segment_semantic", "normal", "depth_zbuffer", "keypoints2d", "edge_texture")
 """Canonical task names, in a fixed order."""
@@ -129,7 +134,8 @@ def read_npy(path: Path, shapes: Sequence[str]) -> np.ndarray:
     """Read a numeric ``.npy`` array whose shape matches one of ``shapes`` ("HW", "HW1", "HW3").
 
     Returns float32 [H, W] for "HW"/"HW1" and [H, W, 3] for "HW3". Raises :class:`DatasetError`
-    naming the file if it is missing, unreadable, non-numeric, of the wrong shape, or holds NaN/inf.
+    naming the file if it is missing, unreadable, non-numeric, of the wrong shape, or holds NaN/inf
+    or values beyond float32's range.
     """
     if not path.is_file():
         raise DatasetError(f"{path}: missing file")
@@ -146,10 +152,13 @@ def read_npy(path: Path, shapes: Sequence[str]) -> np.ndarray:
     }
     if not any(ok[s] for s in shapes):
         raise DatasetError(f"{path}: expected shape {' or '.join(shapes)}, found {tuple(array.shape)}")
-    array = array.astype(np.float32)
     if not np.isfinite(array).all():
         raise DatasetError(f"{path}: holds NaN or infinite values")
-    return array[..., 0] if ok["HW1"] and "HW3" not in shapes else array
+    with np.errstate(over="ignore"):  # an overflow is reported below, with the file
+        converted = array.astype(np.float32)
+    if not np.isfinite(converted).all():
+        raise DatasetError(f"{path}: values up to {np.abs(array).max():.3g} exceed the float32 range (±3.4e38)")
+    return converted[..., 0] if ok["HW1"] and "HW3" not in shapes else converted
 
 
 def check_labels(labels: np.ndarray, num_classes: int, path: Path) -> np.ndarray:
@@ -161,6 +170,23 @@ def check_labels(labels: np.ndarray, num_classes: int, path: Path) -> np.ndarray
             f"{path}: out-of-range labels {values}; expected 0..{num_classes - 1} or {IGNORE_INDEX} (ignore)"
         )
     return labels.astype(np.int64)
+
+
+def check_depth(depth: np.ndarray, path: Path) -> np.ndarray:
+    """Check depth in metres lies in [0, :data:`MAX_DEPTH`] (0 = invalid) and is finite; return it.
+
+    Raises :class:`DatasetError` naming ``path`` and the offending extreme otherwise.
+    """
+    if not np.isfinite(depth).all():
+        raise DatasetError(f"{path}: holds NaN or infinite depth values; expected metres 0..{MAX_DEPTH:g}, 0 = invalid")
+    if (depth < 0).any():
+        raise DatasetError(f"{path}: negative depth values (min {depth.min():.3f}); expected metres >= 0, 0 = invalid")
+    if (depth > MAX_DEPTH).any():
+        raise DatasetError(
+            f"{path}: depth values up to {depth.max():.3g} m; expected at most {MAX_DEPTH:g} m "
+            "(metres, 0 = invalid: is the file in millimetres or corrupt?)"
+        )
+    return depth
 
 
 def unit_normals(normals: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -100,14 +100,29 @@ def _scan(dataset: MultitaskDataset, stats: SplitStats, problems: list[str], lim
     stats.ignored = ignored / max(seg_pixels, 1)
     stats.depth_invalid = depth_invalid / max(depth_pixels, 1)
     stats.normal_invalid = normal_invalid / max(normal_pixels, 1)
+    if n < len(dataset):
+        return  # a sample not read may hold valid pixels
+    for task, pixels, invalid in (("segment_semantic", seg_pixels, ignored), ("depth_zbuffer", depth_pixels, depth_invalid),
+                                  ("normal", normal_pixels, normal_invalid)):
+        if pixels and invalid == pixels:
+            problems.append(
+                f"split {desc}: no valid {task} pixel in any of its {stats.checked} readable samples; "
+                f"its {task} loss is always 0 and its metrics cannot be computed"
+            )
 
 
 def check_dataset(root: str | Path, limit: int | None = None) -> CheckReport:
     """Read every sample (or the first ``limit`` per split) of the dataset at ``root`` and report.
 
-    NYU-v2: counts and reads train, val (carved from train when the format has none) and test. Taskonomy: counts and reads each split of ``splits.csv``, or all building
-    folders as one split ``"all"`` when there is none; missing files are reported, not fatal.
-    Raises :class:`DatasetError` only when the folder is not a dataset at all.
+    NYU-v2: counts and reads train, val (carved from train when the format has none) and test.
+    Taskonomy: counts and reads each split of ``splits.csv``, or all building folders as one
+    split ``"all"`` when there is none; missing files are reported, not fatal.
+
+    Problems reported: everything training would fail on later — a split with no samples, a
+    file that is missing, unreadable, of the wrong shape or type, values out of the range a
+    loss relies on (labels, NaN/inf, depth < 0 or > ``MAX_DEPTH`` m), and, when a whole split
+    was read, a task with no valid pixel in it. Raises :class:`DatasetError` only when the
+    folder is not a dataset at all.
     """
     root = dataset_root(root)
     report = CheckReport(root, detect_format(root))

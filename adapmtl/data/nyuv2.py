@@ -7,7 +7,7 @@
 - seg: 8-bit one-channel PNG, classes 0-39, 255 = ignore (40 classes);
 - normal: 8-bit RGB PNG, channel c = (n_c + 1) / 2 * 255 for (x, y, z); a pixel with all three
   channels 255 is invalid (a unit vector cannot encode to that);
-- depth: float ``.npy`` [H, W] (or [H, W, 1]), metres, 0 = invalid.
+- depth: float ``.npy`` [H, W] (or [H, W, 1]), metres (at most ``MAX_DEPTH``, 1000), 0 = invalid.
 
 ``"mtan"`` (MTAN / LibMTL): ``<root>/{train,val}/{image,label,depth,normal}/<i>.npy``, 288x384:
 image float [H, W, 3] in [0, 1]; label float [H, W], classes 0-12, -1 = ignore (mapped to 255);
@@ -33,6 +33,7 @@ from adapmtl.data.base import (
     DatasetError,
     MultitaskDataset,
     Transform,
+    check_depth,
     check_labels,
     check_same_size,
     check_tasks,
@@ -60,12 +61,16 @@ def detect_nyuv2_format(root: Path) -> str:
     )
 
 
-def carve_val(n: int, val_fraction: float, split_seed: int) -> tuple[list[int], list[int]]:
-    """Split ``range(n)`` into (train, val) index lists as documented in this module."""
+def carve_val(n: int, val_fraction: float, split_seed: int, where: str) -> tuple[list[int], list[int]]:
+    """Split ``range(n)`` into (train, val) index lists as documented in this module.
+
+    ``where`` names the train list (file and key, or folder) in the :class:`DatasetError` raised
+    when it has fewer than 2 samples.
+    """
     if not 0.0 < val_fraction < 1.0:
         raise DatasetError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if n < 2:
-        raise DatasetError(f"cannot carve a val split from a train list of {n} sample(s)")
+        raise DatasetError(f"{where}: cannot carve a val split from a train list of {n} sample(s); expected at least 2")
     order = np.random.default_rng(split_seed).permutation(n)
     n_val = min(max(1, round(val_fraction * n)), n - 1)
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
@@ -85,14 +90,16 @@ def _adashare_entries(root: Path, split: str, val_fraction: float, split_seed: i
         ):
             raise DatasetError(f"{path}: key {key!r} must be a list of [img, seg, normal, depth] path lists")
     if split == "test":
-        chosen = info["test"]
+        keys, chosen = "'test'", info["test"]
     elif split == "trainval":
-        chosen = info["train"] + info.get("val", [])
+        keys, chosen = "'train' or 'val'", info["train"] + info.get("val", [])
     elif "val" in info:
-        chosen = info[split]
+        keys, chosen = repr(split), info[split]
     else:
-        train, val = carve_val(len(info["train"]), val_fraction, split_seed)
-        chosen = [info["train"][i] for i in (train if split == "train" else val)]
+        train, val = carve_val(len(info["train"]), val_fraction, split_seed, f"{path} key 'train'")
+        keys, chosen = "'train'", [info["train"][i] for i in (train if split == "train" else val)]
+    if not chosen:
+        raise DatasetError(f"{path}: split {split!r} has no samples (nothing listed under {keys}); expected a list of [img, seg, normal, depth]")
     return [tuple(root / p for p in entry) for entry in chosen]
 
 
@@ -107,8 +114,10 @@ def _mtan_entries(root: Path, split: str, val_fraction: float, split_seed: int) 
          folder / "depth" / f"{n}.npy")
         for n in names
     ]
+    if not entries:
+        raise DatasetError(f"{image_dir}: split {split!r} has no samples; expected <i>.npy files (MTAN format)")
     if split in ("train", "val"):
-        train, val = carve_val(len(entries), val_fraction, split_seed)
+        train, val = carve_val(len(entries), val_fraction, split_seed, str(image_dir))
         entries = [entries[i] for i in (train if split == "train" else val)]
     return entries
 
@@ -178,10 +187,7 @@ def _decode_adashare(key: str, path: Path) -> np.ndarray:
         raw = read_png(path, 3, "uint8")
         invalid = (raw == 255).all(axis=2)
         return unit_normals(raw.astype(np.float32) / 127.5 - 1.0, ~invalid)
-    depth = read_npy(path, ("HW", "HW1"))
-    if (depth < 0).any():
-        raise DatasetError(f"{path}: negative depth values (min {depth.min():.3f}); expected metres >= 0, 0 = invalid")
-    return depth
+    return check_depth(read_npy(path, ("HW", "HW1")), path)
 
 
 def _decode_mtan(key: str, path: Path) -> np.ndarray:
@@ -201,7 +207,4 @@ def _decode_mtan(key: str, path: Path) -> np.ndarray:
         if np.abs(normal).max() > 1.0 + 1e-3:
             raise DatasetError(f"{path}: normal components up to {np.abs(normal).max():.3f}; expected [-1, 1]")
         return unit_normals(normal, np.ones(normal.shape[:2], dtype=bool))
-    depth = read_npy(path, ("HW", "HW1"))
-    if (depth < 0).any():
-        raise DatasetError(f"{path}: negative depth values (min {depth.min():.3f}); expected metres >= 0, 0 = invalid")
-    return depth
+    return check_depth(read_npy(path, ("HW", "HW1")), path)

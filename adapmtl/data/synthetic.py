@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from adapmtl.data.base import TASKS, MultitaskDataset, Transform, check_tasks, to_sample
+from adapmtl.data.base import TASKS, DatasetError, MultitaskDataset, Transform, check_tasks, to_sample
 
 SCENE_CLASSES = ("floor", "wall", "ceiling", "cabinet", "table", "ball", "bin", "picture")
 """Class names of the synthetic scenes; a label is an index into this tuple."""
@@ -361,7 +361,7 @@ class SyntheticScenes(MultitaskDataset):
         cache: keep each rendered scene in memory after its first access (about 0.45 MB a
             scene at 96×128), so that training epochs after the first cost no rendering.
 
-    ``num_classes`` is ``len(SCENE_CLASSES)`` (8).
+    ``num_classes`` is ``len(SCENE_CLASSES)`` (8). Raises :class:`DatasetError` if ``n`` < 1.
     """
 
     def __init__(
@@ -375,6 +375,8 @@ class SyntheticScenes(MultitaskDataset):
         cache: bool = False,
     ) -> None:
         super().__init__(transform, seed, normalize)
+        if int(n) < 1:
+            raise DatasetError(f"SyntheticScenes: n must be at least 1 scene, got {n}")
         self._cache: dict[int, dict[str, torch.Tensor]] | None = {} if cache else None
         self.n = int(n)
         self.size = (int(size[0]), int(size[1]))

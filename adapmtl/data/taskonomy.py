@@ -23,7 +23,8 @@ then put into this library's sample format; see :mod:`adapmtl.data.base`):
 Splits are lists of buildings: pass the names, ``"tiny"`` (:data:`TINY_SPLIT`), or a file: the
 official CSV (rows ``name,train,val,test`` with 1/0 flags, e.g. ``train_val_test_tiny.csv``) or a
 text file with one building per line (all of them in the requested split). With none of these,
-``<root>/splits.csv`` (official CSV format) is used if present.
+``<root>/splits.csv`` (official CSV format) is used if present. A split with no usable sample
+is a :class:`DatasetError` when the dataset is built, naming the root and the buildings.
 """
 from __future__ import annotations
 
@@ -215,6 +216,12 @@ class Taskonomy(MultitaskDataset):
                 f"{self.missing_files[0]}: missing file ({len(self.missing_files)} missing in all, "
                 f"{self.skipped} samples affected); pass missing='skip' to drop those samples"
             )
+        if not self.samples:
+            why = (
+                f"all {self.skipped} samples lack a file (e.g. {self.missing_files[0]}) and missing='skip' dropped them"
+                if self.missing_files else "they hold no rgb/point_<p>_view_<v>_domain_rgb.png"
+            )
+            raise DatasetError(f"{self.root}: split {split!r} (buildings {self.buildings}) has no samples: {why}")
 
     def __len__(self) -> int:
         return len(self.samples)
