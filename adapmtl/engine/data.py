@@ -4,17 +4,23 @@ Batches are a pure function of the step: step s (1-based) of a run reads positio
 [(s−1)·B, s·B) of the concatenated per-epoch permutations, each drawn from
 (seed, epoch). Resuming at any step, or any number of workers or ranks, reads
 exactly the same samples with exactly the same augmentation draws.
+
+The loaders here re-raise an AdapMTLError (e.g. a DatasetError naming a bad file) that a
+sample read raises inside a DataLoader worker as itself, one line, in the main process,
+where PyTorch would re-wrap it as "Caught DatasetError in DataLoader worker process 0 /
+Original Traceback ..." over some twenty lines.
 """
 from __future__ import annotations
 
 from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from adapmtl.data import NYUv2, SyntheticScenes, Taskonomy
 from adapmtl.data.transforms import EvalTransform, TrainTransform
 from adapmtl.engine.config import Config, ConfigError
+from adapmtl.errors import AdapMTLError
 from adapmtl.tasks import METRIC_SETS, Task, get_task
 
 SYNTHETIC_TASKS = ("segment_semantic", "normal", "depth_zbuffer")
@@ -91,10 +97,63 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
         return self.total - self.start
 
 
+class WorkerFault:
+    """An AdapMTLError raised while reading a sample, carried as a batch to the main process."""
+
+    def __init__(self, error: AdapMTLError) -> None:
+        self.error = error
+
+
+class FaultCarrier(Dataset):
+    """`dataset`, with an AdapMTLError raised by a sample read returned as a `WorkerFault`.
+
+    From a worker, the fault travels pickled with its error; every AdapMTLError takes its
+    message as its one argument, so it arrives as the same class with the same message.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        try:
+            return self.dataset[index]
+        except AdapMTLError as error:
+            return WorkerFault(error)
+
+
+def collate_or_fault(items: list):
+    """`default_collate` of the samples, or the first `WorkerFault` among them."""
+    fault = next((item for item in items if isinstance(item, WorkerFault)), None)
+    return default_collate(items) if fault is None else fault
+
+
+class FaultRaisingLoader(DataLoader):
+    """A DataLoader over `FaultCarrier(dataset)` that raises a carried error where the batch would be.
+
+    Raises: the AdapMTLError (e.g. `DatasetError`) that reading a sample of the batch raised.
+    """
+
+    def __init__(self, dataset: Dataset, **options) -> None:
+        super().__init__(FaultCarrier(dataset), collate_fn=collate_or_fault, **options)
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            if isinstance(batch, WorkerFault):
+                raise batch.error
+            yield batch
+
+
 def train_loader(config: Config, dataset: Dataset, start: int, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """Batches for steps start+1 … train.steps of this rank."""
+    """Batches for steps start+1 … train.steps of this rank.
+
+    Raises ConfigError for a batch size the ranks cannot share or the training set cannot fill;
+    iterating raises the AdapMTLError of a sample that cannot be read (see the module docstring).
+    """
     sampler = StepBatchSampler(len(dataset), config.data.batch_size, config.seed, start, config.train.steps, rank, world_size)
-    return DataLoader(
+    return FaultRaisingLoader(
         dataset, batch_sampler=sampler, num_workers=config.data.workers,
         generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG untouched
         persistent_workers=False, pin_memory=torch.cuda.is_available(),
@@ -102,9 +161,12 @@ def train_loader(config: Config, dataset: Dataset, start: int, rank: int = 0, wo
 
 
 def eval_loader(config: Config, dataset: Dataset, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """The whole evaluation split in order; under DDP each rank reads a strided share."""
+    """The whole evaluation split in order; under DDP each rank reads a strided share.
+
+    Iterating raises the AdapMTLError of a sample that cannot be read (see the module docstring).
+    """
     indices = list(range(rank, len(dataset), world_size))
-    return DataLoader(
+    return FaultRaisingLoader(
         torch.utils.data.Subset(dataset, indices), batch_size=config.data.eval_batch_size, shuffle=False,
         num_workers=config.data.workers, generator=torch.Generator().manual_seed(config.seed),
     )
