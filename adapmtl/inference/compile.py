@@ -10,18 +10,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch.fx as fx
 from torch import nn
-from torch.fx.experimental.optimization import fuse
 
-from adapmtl.errors import AdapMTLError
+from adapmtl.inference.check import InferenceError, ModelCheck
+from adapmtl.inference.fold import fold_batchnorm, layers_reached_otherwise
 from adapmtl.inference.paths import build_path, candidate_paths
 from adapmtl.sparsity.bank import find_bank
 
 PLAN_VERSION = 1
-
-
-class InferenceError(AdapMTLError, ValueError):
-    """A model or plan that compile_sparse cannot use."""
 
 
 @dataclass
@@ -35,7 +32,8 @@ class LayerChoice:
 
 @dataclass
 class Plan:
-    """Per-layer choices; `fused_batchnorm` says whether BN was folded into the convs."""
+    """Per-layer choices; `fused_batchnorm`: whether the model was traced by torch.fx and its
+    conv→BN pairs folded where that is safe (see `adapmtl.inference.fold`)."""
 
     layers: dict[str, LayerChoice]
     fused_batchnorm: bool
@@ -113,12 +111,18 @@ def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, child, module)
 
 
-def _fold_batchnorm(model: nn.Module) -> tuple[nn.Module, bool]:
-    """Conv+BN folded into one conv via torch.fx (eval mode); the model as is if it does not trace."""
-    try:
-        return fuse(model), True
-    except Exception:  # a model torch.fx cannot trace still compiles, without folding
-        return model, False
+def _layer_paths_from_plan(working: nn.Module, names: list[str], plan: Plan) -> None:
+    """Replace each layer by the path `plan` recorded for it; InferenceError where the plan does not fit."""
+    unknown = sorted(set(plan.layers) ^ set(names))
+    if unknown:
+        raise InferenceError(f"the plan does not match the model's layers: {unknown[:5]}")
+    for name in names:
+        path = plan.layers[name].path
+        try:
+            module = build_path(working.get_submodule(name), path)
+        except ValueError as error:
+            raise InferenceError(f"the plan does not fit layer {name!r}: {error}") from None
+        _set_module(working, name, module)
 
 
 @torch.no_grad()
@@ -131,35 +135,45 @@ def compile_sparse(
     rtol: float = 1e-4,
     atol: float = 1e-5,
 ) -> SparseCompiled:
-    """A copy of the finalized `model` that runs every Conv2d/Linear by its fastest path.
+    """A copy of the finalized `model`, in eval mode, that runs every Conv2d/Linear by its fastest path.
 
     Paths (see `adapmtl.inference.paths`): "dense", "shrunk" (all-zero filters and unread
-    input channels removed) and "csr" (sparse weight × dense input). BatchNorm is folded
-    into the preceding convolutions first (torch.fx; skipped if the model does not trace).
-    Each candidate runs on the layer's real input (captured from `example_input`), must
-    match the dense output within rtol/atol, and the fastest median of `repeats` runs
-    wins. With `plan` (a Plan or its JSON file) the recorded choices are reused and
-    nothing is timed. The result's `.plan` records the choices; `.plan.save(path)`.
+    input channels removed), "csr" (sparse weight × dense input) and "direct" (native
+    kernel). BatchNorm is folded into the preceding convolutions first, only where the conv
+    and the BN are each used once (`adapmtl.inference.fold`; skipped if torch.fx cannot
+    trace the model). Each candidate runs on the layer's real input (captured from
+    `example_input`, a float tensor such as [batch, 3, H, W]), must match the dense output
+    within rtol/atol, and the fastest median of `repeats` runs wins. With `plan` (a Plan or
+    its JSON file) the recorded choices are reused and nothing is timed. The result's
+    `.plan` records the choices; `.plan.save(path)`.
+
+    Always, plan or not, the compiled model is checked against `model` in eval mode on
+    `example_input` and on a random input of its shape (`adapmtl.inference.check.ModelCheck`:
+    every output within atol + 1e-3 × its largest magnitude in float32).
 
     `model` is not changed. It must be an ordinary (finalized) model: call
     `adapmtl.finalize(model)` first.
+
+    Raises InferenceError: `model` is not finalized, `example_input` is not a float tensor
+    or the model fails on it, `plan` is not a plan or does not fit the model's layers, or
+    the compiled model's outputs differ from the model's (the message names the output and
+    the difference).
     """
     if find_bank(model) is not None:
         raise InferenceError("compile_sparse needs a finalized model: call adapmtl.finalize(model) first")
     if isinstance(plan, (str, Path)):
         plan = Plan.load(plan)
     working = copy.deepcopy(model).eval()
-    working, fused = _fold_batchnorm(working)
-    if plan is not None and plan.fused_batchnorm and not fused:
-        raise InferenceError("the plan was recorded on a model whose BatchNorm was folded; this one does not trace")
+    check = ModelCheck(working, example_input, atol)
+    working, fused = fold_batchnorm(working, check)
+    # layers the graph also reads otherwise (a weight passed to a function) stay as they are
+    kept = layers_reached_otherwise(working) if isinstance(working, fx.GraphModule) else set()
     names = [n for n, m in working.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     if plan is not None:
-        unknown = sorted(set(plan.layers) ^ set(names))
-        if unknown:
-            raise InferenceError(f"the plan does not match the model's layers: {unknown[:5]}")
-        for name in names:
-            _set_module(working, name, build_path(working.get_submodule(name), plan.layers[name].path))
-        return SparseCompiled(working, plan)
+        _layer_paths_from_plan(working, names, plan)
+        compiled = SparseCompiled(working, Plan(plan.layers, fused, plan.input_shape))
+        check.verify(compiled)
+        return compiled
 
     inputs = _capture_inputs(working, names, example_input)
     choices = {}
@@ -167,7 +181,7 @@ def compile_sparse(
         layer = working.get_submodule(name)
         x = inputs.get(name)
         sparsity = float(layer.weight.eq(0).float().mean())
-        if x is None:  # not reached by this input: keep it dense
+        if x is None or name in kept:  # not reached by this input, or not only by calls: keep it dense
             choices[name] = LayerChoice("dense", sparsity)
             continue
         reference = layer(x)
@@ -181,4 +195,6 @@ def compile_sparse(
         choices[name] = LayerChoice(best, sparsity, times)
         if best != "dense":
             _set_module(working, name, modules[best])
-    return SparseCompiled(working, Plan(choices, fused, list(example_input.shape)))
+    compiled = SparseCompiled(working, Plan(choices, fused, list(example_input.shape)))
+    check.verify(compiled)
+    return compiled
