@@ -1,32 +1,54 @@
-"""The run's log: one JSON object per line (log.jsonl) and TensorBoard events."""
+"""The run's log: one JSON object per line (log.jsonl) and TensorBoard events.
+
+log.jsonl is only ever appended to, or replaced whole by an atomic rename: a process killed
+at any moment leaves every record written before it, and at worst a torn last line.
+"""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
+
+from adapmtl.engine.checkpoint import write_atomic
 
 LOG_FILE = "log.jsonl"
 
 
 def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every record of a run's log.jsonl, in order."""
+    """Every record of a run's log.jsonl, in order.
+
+    A last line without its newline (the process was killed while appending it) is
+    skipped. Raises json.JSONDecodeError for any other damaged line.
+    """
     path = Path(run_dir) / LOG_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text().split("\n")  # the part after the last newline is a torn record, or ""
+    return [json.loads(line) for line in lines[:-1] if line.strip()]
+
+
+def run_warnings(run_dir: str | Path) -> list[str]:
+    """The warnings `RunLogger.warn` recorded in the run's log, in order."""
+    return [r["warning"] for r in read_log(run_dir) if "warning" in r]
+
+
+class RunWarning(UserWarning):
+    """Something about a run that its results depend on (recorded in log.jsonl and result.json)."""
 
 
 class RunLogger:
     """Appends records to log.jsonl and scalars to TensorBoard (main process only).
 
     On resume from step `start`, records past `start` (written after the last
-    checkpoint by the interrupted run) are dropped, in the JSONL and in TensorBoard.
+    checkpoint by the interrupted run) are dropped, in the JSONL and in TensorBoard;
+    the JSONL is replaced atomically, so a kill during a resume loses nothing.
     """
 
     def __init__(self, run_dir: Path, start: int = 0, tensorboard: bool = True) -> None:
         self.path = run_dir / LOG_FILE
         kept = [r for r in read_log(run_dir) if r.get("step", 0) <= start]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode())
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
@@ -42,6 +64,11 @@ class RunLogger:
             for key, value in _flatten(record).items():
                 if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
                     self.writer.add_scalar(key, value, step)
+
+    def warn(self, step: int, message: str) -> None:
+        """Record a warning about the run (kept across resumes; result.json lists them) and show it."""
+        warnings.warn(message, RunWarning, stacklevel=2)
+        self.log({"step": step, "warning": message})
 
     def close(self) -> None:
         if self.writer is not None:
