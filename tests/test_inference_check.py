@@ -21,8 +21,9 @@ def _conv_bn(model: nn.Module) -> nn.Module:
                 module.weight.mul_(torch.rand(module.weight.shape, generator=generator) >= 0.6)
                 module.weight[0].zero_()  # an all-zero filter: "shrunk" applies
             if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5, generator=generator)
-                module.running_var.uniform_(0.3, 2.0, generator=generator)
+                if module.track_running_stats:
+                    module.running_mean.uniform_(-0.5, 0.5, generator=generator)
+                    module.running_var.uniform_(0.3, 2.0, generator=generator)
                 module.weight.uniform_(0.5, 2.0, generator=generator)
                 module.bias.uniform_(-0.5, 0.5, generator=generator)
     return model.eval()
@@ -34,7 +35,8 @@ class Graph(nn.Module):
     def __init__(self, case: str) -> None:
         super().__init__()
         self.case = case
-        self.conv1, self.bn1 = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        # without running statistics a BN normalizes by the batch's, in eval mode too: nothing to fold
+        self.conv1, self.bn1 = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4, track_running_stats=case != "batch BN")
         self.conv2, self.bn2 = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)
         self.alias = self.conv1  # the same module under a second name
 
@@ -60,6 +62,7 @@ CASES = {
     "conv output used twice": {"bn1"},
     "weight read by a function": {"bn1"},
     "shared BN": {"bn1"},
+    "batch BN": {"bn1"},
     "nothing shared": set(),
 }
 
@@ -135,6 +138,13 @@ def test_a_plan_that_no_longer_fits_the_model(tmp_path):
     data["layers"]["conv1"]["path"] = "shrunk"
     (tmp_path / "plan.json").write_text(json.dumps(data))
     with pytest.raises(InferenceError, match=r"the plan does not fit layer 'conv1': path 'shrunk' does not apply"):
+        compile_sparse(model, x, plan=tmp_path / "plan.json")
+    data["layers"]["conv1"]["path"] = "nonsense"
+    (tmp_path / "plan.json").write_text(json.dumps(data))
+    with pytest.raises(InferenceError, match=r"the plan does not fit layer 'conv1': path 'nonsense' does not apply"):
+        compile_sparse(model, x, plan=tmp_path / "plan.json")
+    (tmp_path / "plan.json").write_text(json.dumps({**data, "version": 2}))
+    with pytest.raises(InferenceError, match=r"plan.json: plan version 2, this adapmtl reads version 1"):
         compile_sparse(model, x, plan=tmp_path / "plan.json")
     data["layers"]["conv3"] = data["layers"].pop("conv1")
     (tmp_path / "plan.json").write_text(json.dumps(data))

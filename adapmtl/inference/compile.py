@@ -47,12 +47,18 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | Path) -> "Plan":
+        """The plan saved at `path`. Raises InferenceError if the file is not a plan of this version
+        (whether it fits a model is checked by `compile_sparse`)."""
         try:
             data = json.loads(Path(path).read_text())
-            layers = {name: LayerChoice(**choice) for name, choice in data["layers"].items()}
-            return cls(layers, bool(data["fused_batchnorm"]), list(data["input_shape"]))
+            version = data["version"]
+            if version == PLAN_VERSION:
+                layers = {name: LayerChoice(**choice) for name, choice in data["layers"].items()}
+                return cls(layers, bool(data["fused_batchnorm"]), list(data["input_shape"]))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise InferenceError(f"{path} is not a compile_sparse plan: {error}") from None
+        raise InferenceError(f"{path}: plan version {version!r}, this adapmtl reads version {PLAN_VERSION}: "
+                             "compile the model again to record a new plan")
 
     def path_counts(self) -> dict[str, int]:
         """How many layers run by each path, e.g. {"dense": 36, "direct": 26, "csr": 10}."""
