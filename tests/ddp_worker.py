@@ -54,3 +54,33 @@ def eval_rank(rank: int, world_size: int, port: int, out_dir: str) -> None:
                           {"depth_zbuffer": get_task("depth_zbuffer")}, env)
     (Path(out_dir) / f"eval{rank}.json").write_text(json.dumps(metrics))
     dist.destroy_process_group()
+
+
+def frozen_rank(rank: int, world_size: int, port: int, run_dir: str) -> None:
+    """Resume `run_dir` on this rank; rank 1 freezes (SIGSTOP) before step 3, rank 0 writes the error it gets."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    import signal
+    import time
+
+    import torch
+
+    import adapmtl.engine.trainer as trainer
+
+    torch.set_num_threads(1)
+    real_step = trainer.train_step
+
+    def freezing_step(run, batch):
+        if rank == 1 and run.step == 2:
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return real_step(run, batch)
+
+    trainer.train_step = freezing_step
+    started = time.monotonic()
+    try:
+        trainer.resume(run_dir)
+        outcome = {"error": None}
+    except Exception as error:  # the test reads what rank 0 got
+        outcome = {"error": f"{type(error).__name__}: {error}"}
+    outcome["seconds"] = time.monotonic() - started
+    (Path(run_dir) / f"frozen{rank}.json").write_text(json.dumps(outcome))

@@ -8,6 +8,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from adapmtl.engine import train
+from adapmtl.engine.checkpoint import load_checkpoint
 from tests.ddp_worker import run_rank
 from tests.engine_helpers import tiny_config
 
@@ -29,6 +30,7 @@ def test_two_gloo_ranks_agree_and_match_one_process_with_the_same_global_batch(t
     assert ranks[0]["thresholds"] == ranks[1]["thresholds"]  # identical decisions on every rank
     assert ranks[0]["task_weights"] == ranks[1]["task_weights"]
     assert ranks[0]["test"] == ranks[1]["test"]
+    assert load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")["world_size"] == 2
 
     # one process, same global batch of 4 as 2 micro-batches of 2 (what each rank sees)
     single = train(tiny_config(tmp_path, *SAME, "train.accumulate=2"), tmp_path / "single")
@@ -60,3 +62,33 @@ def test_distributed_evaluation_merges_ranks_even_without_valid_pixels_on_one(tm
                          Distributed(0, 1, torch.device("cpu")))
     assert ranks[0] == ranks[1]
     assert ranks[0]["depth_zbuffer"] == pytest.approx(single["depth_zbuffer"])
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
+def test_a_frozen_rank_ends_the_run_with_an_error_naming_it(tmp_path):
+    from tests.ddp_worker import frozen_rank
+
+    run = tmp_path / "frozen"
+    train(tiny_config(tmp_path, "name=frozen", "train.dist_timeout=3", *SAME), stop_at=2)
+    processes = mp.start_processes(frozen_rank, args=(2, _free_port(), str(run)), nprocs=2, start_method="spawn",
+                                   join=False).processes
+    try:
+        processes[0].join(timeout=120)
+        assert processes[0].exitcode == 0, "rank 0 still waits for the frozen rank"
+    finally:
+        processes[1].kill()  # a stopped process ends on SIGKILL only
+        processes[1].join()
+    outcome = json.loads((run / "frozen0.json").read_text())
+    assert outcome["error"].startswith("DistributedError: rank 0: training's communication with the other ranks "
+                                       "failed: rank(s) 1 did not answer in time")
+    assert "train.dist_timeout" in outcome["error"]
+    assert outcome["seconds"] < 60  # 3 s timeout + 3 s for the ranks' reports + start-up, not torch's 30 min
+
+
+def test_errors_that_are_not_lost_ranks_pass_through_unchanged():
+    from adapmtl.engine.distributed import Distributed, collectives
+
+    two_ranks = Distributed(0, 2, torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="^mat1 and mat2 shapes cannot be multiplied$"):
+        with collectives(two_ranks, "training's communication"):
+            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
