@@ -57,8 +57,14 @@ def test_truncated_foreign_missing_and_old_files(tmp_path):
 
 def test_a_state_of_another_shape_names_the_file_and_the_entry(tmp_path):
     model = torch.nn.Linear(3, 2)
-    with pytest.raises(CheckpointError, match=r"wide\.pt does not fit this run's model .*size mismatch for weight"):
-        load_model_state(model, torch.nn.Linear(4, 2).state_dict(), tmp_path / "wide.pt")
+    before = model.weight.clone()
+    wide = {**torch.nn.Linear(4, 2).state_dict(), "extra": torch.ones(1)}
+    with pytest.raises(CheckpointError, match=r"wide\.pt does not fit this run's model .*: extra unexpected; "
+                                              r"weight: shape \(2, 4\) in the checkpoint, \(2, 3\) in the model$"):
+        load_model_state(model, wide, tmp_path / "wide.pt")
+    assert torch.equal(model.weight, before)  # bias fits, but nothing was copied
+    with pytest.raises(CheckpointError, match=r"wide\.pt does not fit .*: bias missing$"):
+        load_model_state(model, {"weight": torch.zeros(2, 3)}, tmp_path / "wide.pt")
 
 
 def test_config_differences_ignore_where_a_run_runs_and_fields_of_other_versions():

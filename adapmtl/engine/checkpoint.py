@@ -112,15 +112,21 @@ def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: 
     """`model.load_state_dict(state)`, where `state` comes from the checkpoint at `path`.
 
     Raises CheckpointError naming `path` and the first mismatched entries when the state
-    does not fit the model (another architecture, width, task set or method).
+    does not fit the model (another architecture, width, task set or method); the model is
+    then left untouched (load_state_dict would have copied the entries that fit).
     """
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        problems = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+    expected = model.state_dict()
+    problems = [f"{key} missing" for key in expected if key not in state]
+    problems += [f"{key} unexpected" for key in state if key not in expected]
+    problems += [f"{key}: shape {tuple(value.shape)} in the checkpoint, {tuple(expected[key].shape)} in the model"
+                 for key, value in state.items()  # tensors only: modules' extra states have no shape
+                 if isinstance(value, torch.Tensor) and isinstance(expected.get(key), torch.Tensor)
+                 and value.shape != expected[key].shape]
+    if problems:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         raise CheckpointError(f"checkpoint {path} does not fit this run's model (it was written for another "
-                              f"architecture, width, task set or method): {shown}") from None
+                              f"architecture, width, task set or method): {shown}")
+    model.load_state_dict(state)
 
 
 def config_differences(saved: Mapping[str, Any] | None, current: Mapping[str, Any]) -> list[str]:
