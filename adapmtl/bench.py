@@ -9,6 +9,10 @@ shares) plus a `bench` section:
       seeds: [0, 1]
       out_dir: runs/bench_synthetic
 
+The shared `method:` section holds options for the methods that have them: each run takes
+the keys its method declares (e.g. `update_every` reaches gmp and disparse_dynamic only);
+a key that no benched method has is an error.
+
 Every (method, target, seed) is a normal engine run in `out_dir/<method>/t<target>/seed<seed>`
 (dense: `out_dir/dense/seed<seed>`), so `adapmtl eval` works on each. A run with a
 result.json is skipped; one with a checkpoint but no result is resumed. The dense run of a
@@ -106,7 +110,9 @@ class Bench:
     def config(self, run: BenchRun):
         """The engine config of one run: the shared one with the run's method, target and seed."""
         raw = json.loads(json.dumps(self.base))
-        raw.setdefault("method", {}).update({"name": run.method, **({"target": run.target} if run.target else {})})
+        accepted = METHODS[run.method].options_type.model_fields
+        shared = {k: v for k, v in (raw.get("method") or {}).items() if k in accepted}
+        raw["method"] = {**shared, "name": run.method, **({"target": run.target} if run.target else {})}
         raw["seed"] = run.seed
         raw["name"] = run.run_dir.name
         return validate_config(raw, f"{self.source} (run {run.label} seed={run.seed})")
@@ -125,6 +131,11 @@ def load_bench(path: str | Path, overrides: Sequence[str] = ()) -> Bench:
         problems = "; ".join(f"`bench.{'.'.join(map(str, e['loc']))}`: {e['msg']}" for e in error.errors())
         raise ConfigError(f"{path}: {problems}") from None
     bench = Bench(raw, section, str(path))
+    known = {key for m in (BASELINE, *section.methods) for key in METHODS[m].options_type.model_fields}
+    foreign = sorted(set(raw.get("method") or {}) - known)
+    if foreign:
+        raise ConfigError(f"{path}: `method` option(s) {foreign} belong to none of the benched methods "
+                          f"({', '.join(section.methods)})")
     for run in bench.runs():
         bench.config(run)
     return bench

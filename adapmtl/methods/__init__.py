@@ -1,9 +1,14 @@
-"""Pruning methods behind one interface (`Method`), picked by name with `create_method`."""
+"""Pruning methods behind one interface (`Method`), picked by name with `create_method`.
+
+Importing this package registers the built-in methods (each file registers its own
+classes with `@register_method`). This package never imports the engine: the engine
+imports it.
+"""
 from __future__ import annotations
 
-from adapmtl.engine.config import MethodConfig, TrainConfig
+from adapmtl.methods.base import Method, MethodContext, MethodError, MethodOptions
+from adapmtl.methods.registry import METHODS, create_method, method_class, method_options, register_method
 from adapmtl.methods.adapmtl import AdapMTL, AdapMTLEqualWeights, AdapMTLGlobal, AdapMTLLayer
-from adapmtl.methods.base import Method, MethodContext, MethodError
 from adapmtl.methods.dense import Dense
 from adapmtl.methods.disparse import DiSparseDynamic, DiSparseStatic
 from adapmtl.methods.gmp import GMP
@@ -13,19 +18,7 @@ from adapmtl.methods.masks import MaskedMethod, MaskSet
 from adapmtl.methods.random import Random
 from adapmtl.methods.snip import SNIP
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
-    Dense, AdapMTL, AdapMTLGlobal, AdapMTLLayer, AdapMTLEqualWeights,
-    IMP, LTH, SNIP, GMP, DiSparseStatic, DiSparseDynamic, Random,
-)}
-
-
-def create_method(config: MethodConfig, train: TrainConfig) -> Method:
-    """The method `config.name` (see METHODS)."""
-    if config.name not in METHODS:
-        raise MethodError(f"unknown method {config.name!r}; expected one of {sorted(METHODS)}")
-    return METHODS[config.name](config, train)
-
-
-__all__ = ["METHODS", "Method", "MethodContext", "MethodError", "MaskSet", "MaskedMethod", "create_method",
+__all__ = ["METHODS", "Method", "MethodContext", "MethodError", "MethodOptions", "MaskSet", "MaskedMethod",
+           "create_method", "method_class", "method_options", "register_method",
            "AdapMTL", "AdapMTLEqualWeights", "AdapMTLGlobal", "AdapMTLLayer", "Dense", "DiSparseDynamic",
            "DiSparseStatic", "GMP", "IMP", "LTH", "Random", "SNIP"]

@@ -1,40 +1,53 @@
 """`adapmtl`: the paper's method, with the exact-target controller."""
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, Optional
 
+from pydantic import Field
 from torch import nn
 
 import adapmtl.sparsity as sparsity
-from adapmtl.methods.base import Method
+from adapmtl.methods.base import Method, MethodOptions, ReachAt
+from adapmtl.methods.registry import register_method
 from adapmtl.sparsity import FinalizeReport, SparsityController, SparsityReport
 
 
+class ThresholdOptions(MethodOptions):
+    """Options of the soft-threshold methods (AdapMTL and its fixed-granularity ablations)."""
+
+    init: float = Field(-20.0, description="initial threshold score s0 (sigmoid(-20) ≈ 2e-9: dense)")
+    policy: Literal["exact", "freeze"] = Field("exact", description="target control: see SparsityController")
+    reach_at: ReachAt = 2 / 3
+    schedule: Literal["cubic", "linear"] = "cubic"
+    interval: Optional[int] = Field(None, ge=1, description="steps between the controller's measurements")
+
+
+class AdapMTLOptions(ThresholdOptions):
+    granularity: Literal["component", "layer", "global"] = "component"
+
+
+@register_method
 class AdapMTL(Method):
     """One learnable soft threshold per component, trained with the weights from
     scratch; adaptive task weighting; the controller brings the overall sparsity to
     the target by `reach_at` and `finalize` trims it to the target exactly."""
 
     name = "adapmtl"
+    options_type = AdapMTLOptions
     default_weighting = "adaptive"
-    granularity: ClassVar[str | None] = None  # None: the config's; the ablations fix it
+    granularity: ClassVar[str | None] = None  # None: the options'; the ablations fix it
 
     def prepare(self, model: nn.Module) -> None:
-        sparsity.sparsify(model, init=self.config.init, granularity=self.granularity or self.config.granularity)
-        self.controller = SparsityController(
-            model, self.config.target, self.train.steps, reach_at=self.config.reach_at,
-            schedule=self.config.schedule, policy=self.config.policy, interval=self.config.interval,
-        )
+        o = self.options
+        sparsity.sparsify(model, init=o.init, granularity=self.granularity or o.granularity)
+        self.controller = SparsityController(model, o.target, self.steps, reach_at=o.reach_at, schedule=o.schedule,
+                                             policy=o.policy, interval=o.interval)
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         thresholds = sparsity.threshold_parameters(model)
         ids = {id(p) for p in thresholds}
-        group = {"params": thresholds}
-        if self.train.threshold_lr is not None:
-            group["lr"] = self.train.threshold_lr
-        if self.train.threshold_weight_decay is not None:
-            group["weight_decay"] = self.train.threshold_weight_decay
-        return [{"params": [p for p in model.parameters() if id(p) not in ids]}, group]
+        return [{"params": [p for p in model.parameters() if id(p) not in ids]},
+                {"params": thresholds, "role": "thresholds"}]
 
     @property
     def selection_start(self) -> int:
@@ -45,7 +58,7 @@ class AdapMTL(Method):
         return self.controller.step(step)
 
     def finalize(self, model: nn.Module) -> FinalizeReport:
-        return sparsity.finalize(model, target=self.config.target)
+        return sparsity.finalize(model, target=self.options.target)
 
     def state_dict(self) -> dict[str, Any]:
         return {"controller": self.controller.state_dict()}
@@ -54,20 +67,25 @@ class AdapMTL(Method):
         self.controller.load_state_dict(state["controller"])
 
 
+@register_method
 class AdapMTLGlobal(AdapMTL):
     """Ablation: one threshold for the whole model (the paper's "without adaptive thresholds")."""
 
     name = "adapmtl_global"
+    options_type = ThresholdOptions
     granularity = "global"
 
 
+@register_method
 class AdapMTLLayer(AdapMTL):
     """Ablation: one threshold per layer, as STR."""
 
     name = "adapmtl_layer"
+    options_type = ThresholdOptions
     granularity = "layer"
 
 
+@register_method
 class AdapMTLEqualWeights(AdapMTL):
     """Ablation: component thresholds, but equal task weights (no adaptive weighting)."""
 

@@ -10,18 +10,39 @@ from __future__ import annotations
 
 from abc import ABC
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Annotated, Any, Callable, ClassVar, Iterator, Optional
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from adapmtl.engine.config import MethodConfig, TrainConfig
 from adapmtl.errors import AdapMTLError
 from adapmtl.sparsity import FinalizeReport, SparsityReport
+
+# Option types shared by several methods: one definition, the same bounds and wording everywhere.
+ReachAt = Annotated[float, Field(gt=0, le=1, description="fraction of train.steps at which the target is reached")]
+Steps = Annotated[int, Field(ge=1)]
 
 
 class MethodError(AdapMTLError, ValueError):
     """An unknown method, or a method asked to do what it cannot."""
+
+
+class MethodOptions(BaseModel):
+    """The `method:` section of a run config: what every method accepts.
+
+    Each method declares its own subclass (`Method.options_type`) next to its code, so
+    an option that the chosen method does not have is an error at load time, never
+    silently ignored.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str = Field("adapmtl", description="a registered method (see adapmtl.methods.METHODS)")
+    target: float = Field(0.9, ge=0, lt=1, description="overall sparsity to end at")
+    weighting: Optional[str] = Field(None, description="task weighting (adaptive, equal, ...); default: the method's")
+    weighting_begin: Optional[int] = Field(None, ge=0, description="adaptive: first step of the window")
+    weighting_window: Optional[int] = Field(None, ge=1, description="adaptive: window length in steps")
 
 
 @dataclass
@@ -46,18 +67,22 @@ class Method(ABC):
     """A way of making a multitask model sparse during (or around) training."""
 
     name: ClassVar[str]
+    options_type: ClassVar[type[MethodOptions]] = MethodOptions
     default_weighting: ClassVar[str] = "equal"
     sparse: ClassVar[bool] = True
 
-    def __init__(self, config: MethodConfig, train: TrainConfig) -> None:
-        self.config = config
-        self.train = train
+    def __init__(self, options: MethodOptions, steps: int) -> None:
+        """`options`: this method's validated options; `steps`: the run's optimizer steps (train.steps)."""
+        if not isinstance(options, self.options_type):
+            raise MethodError(f"method {self.name!r} takes {self.options_type.__name__}, got {type(options).__name__}")
+        self.options = options
+        self.steps = steps
         self.context: MethodContext | None = None
 
     @property
     def weighting(self) -> str:
         """The task weighting: the config's choice, else the method's default."""
-        return self.config.weighting or self.default_weighting
+        return self.options.weighting or self.default_weighting
 
     @property
     def selection_start(self) -> int:
@@ -73,7 +98,10 @@ class Method(ABC):
         """Make `model` prunable, in place, before the optimizer is built."""
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        """Optimizer parameter groups (default: every parameter, the train config's lr/decay)."""
+        """Optimizer parameter groups (default: every parameter, the train config's lr/decay).
+
+        A group with `"role": "thresholds"` holds learnable thresholds: the engine gives it
+        `train.threshold_lr` / `train.threshold_weight_decay`."""
         return [{"params": list(model.parameters())}]
 
     def bind(self, context: MethodContext) -> None:

@@ -33,15 +33,27 @@ import math
 
 from torch import nn
 
-from adapmtl.methods.base import MethodError
+from pydantic import Field
+
+from adapmtl.methods.base import MethodError, ReachAt, Steps
 from adapmtl.methods.importance import loss_gradients, task_rank_keys
 from adapmtl.methods.masks import MaskedMethod
+from adapmtl.methods.registry import register_method
+from adapmtl.methods.snip import ImportanceOptions
 
 
+class DiSparseDynamicOptions(ImportanceOptions):
+    reach_at: ReachAt = 2 / 3
+    update_every: Steps = Field(50, description="steps between mask updates")
+    regrow_fraction: float = Field(0.3, gt=0, lt=1, description="initial drop/regrow fraction")
+
+
+@register_method
 class DiSparseStatic(MaskedMethod):
     """Per-task SNIP importance at initialisation; backbone weights pruned only by consensus."""
 
     name = "disparse_static"
+    options_type = ImportanceOptions
 
     def prepare(self, model: nn.Module) -> None:
         super().prepare(model)
@@ -50,29 +62,31 @@ class DiSparseStatic(MaskedMethod):
                               "(DiSparse prunes the backbone by the tasks' consensus)")
 
     def begin(self, model: nn.Module) -> None:
-        grads = loss_gradients(model, self.maskset, self.require_context(), 0, self.config.importance_batches,
+        grads = loss_gradients(model, self.maskset, self.require_context(), 0, self.options.importance_batches,
                                per_task=True)
         weights = self.maskset.weights()
         scores = {t: {n: (g * weights[n].detach()).abs() for n, g in per.items()} for t, per in grads.items()}
         keys = task_rank_keys(scores, self.maskset.component_of)
         self.maskset.keep_top({n: -k for n, k in keys.items()},
-                              self.maskset.numel - self.maskset.zeros_for(self.config.target))
+                              self.maskset.numel - self.maskset.zeros_for(self.options.target))
 
 
+@register_method
 class DiSparseDynamic(DiSparseStatic):
     """DiSparse with periodic magnitude drop and per-task consensus regrowth (see module doc)."""
 
     name = "disparse_dynamic"
+    options_type = DiSparseDynamicOptions
 
     def prepare(self, model: nn.Module) -> None:
         super().prepare(model)
-        self.end = self.step_at(self.config.reach_at)
-        self.updates = list(range(self.config.update_every, self.end + 1, self.config.update_every))
+        self.end = self.step_at(self.options.reach_at)
+        self.updates = list(range(self.options.update_every, self.end + 1, self.options.update_every))
         self.final_step = self.updates[-1] if self.updates else 0
 
     def drop_fraction(self, step: int) -> float:
         """α after `step`: cosine decay from method.regrow_fraction to 0 at reach_at."""
-        return self.config.regrow_fraction * 0.5 * (1 + math.cos(math.pi * step / max(1, self.end)))
+        return self.options.regrow_fraction * 0.5 * (1 + math.cos(math.pi * step / max(1, self.end)))
 
     def update_masks(self, model: nn.Module, step: int) -> None:
         if step not in self.updates:

@@ -8,26 +8,37 @@ from __future__ import annotations
 
 from torch import nn
 
-from adapmtl.methods.base import MethodError
+from pydantic import Field
+
+from adapmtl.methods.base import MethodError, MethodOptions, ReachAt, Steps
 from adapmtl.methods.masks import MaskedMethod
+from adapmtl.methods.registry import register_method
 
 
+class IMPOptions(MethodOptions):
+    prune_start: float = Field(0.25, ge=0, lt=1, description="first pruning, as a fraction of train.steps")
+    reach_at: ReachAt = 2 / 3
+    rounds: Steps = Field(3, description="prune/fine-tune rounds to the target")
+
+
+@register_method
 class IMP(MaskedMethod):
     """Iterative magnitude pruning: `method.rounds` prune/fine-tune rounds, evenly spaced
     from `prune_start` to `reach_at`; round r prunes to 1 − (1 − target)^(r/R), so every
     round removes the same fraction of the surviving weights."""
 
     name = "imp"
+    options_type = IMPOptions
 
     def prepare(self, model: nn.Module) -> None:
         super().prepare(model)
-        first, last = self.step_at(self.config.prune_start), self.step_at(self.config.reach_at)
+        first, last = self.step_at(self.options.prune_start), self.step_at(self.options.reach_at)
         if not 1 <= first <= last:
-            raise MethodError(f"imp: method.prune_start ({self.config.prune_start}) must come before "
-                              f"method.reach_at ({self.config.reach_at}) and after step 1")
-        rounds = self.config.rounds
+            raise MethodError(f"imp: method.prune_start ({self.options.prune_start}) must come before "
+                              f"method.reach_at ({self.options.reach_at}) and after step 1")
+        rounds = self.options.rounds
         self.schedule = {
-            round(first + (last - first) * r / max(1, rounds - 1)): 1 - (1 - self.config.target) ** ((r + 1) / rounds)
+            round(first + (last - first) * r / max(1, rounds - 1)): 1 - (1 - self.options.target) ** ((r + 1) / rounds)
             for r in range(rounds)
         }
         self.final_step = max(self.schedule)
@@ -38,4 +49,4 @@ class IMP(MaskedMethod):
 
     def update_masks(self, model: nn.Module, step: int) -> None:
         if step in self.schedule:
-            self.maskset.prune_magnitude(self.config.target if step == self.final_step else self.schedule[step])
+            self.maskset.prune_magnitude(self.options.target if step == self.final_step else self.schedule[step])

@@ -15,18 +15,28 @@ from typing import Any
 import torch
 from torch import nn
 
-from adapmtl.methods.base import MethodError
+from pydantic import Field
+
+from adapmtl.methods.base import MethodError, MethodOptions
 from adapmtl.methods.masks import MaskedMethod
+from adapmtl.methods.registry import register_method
 
 
+class LTHOptions(MethodOptions):
+    pretrain: float = Field(0.5, gt=0, lt=1, description="fraction of train.steps trained dense before pruning")
+    rewind_step: int = Field(0, ge=0, description="rewind to the weights after this step (0: initial)")
+
+
+@register_method
 class LTH(MaskedMethod):
     name = "lth"
+    options_type = LTHOptions
 
     def prepare(self, model: nn.Module) -> None:
         super().prepare(model)
-        self.final_step = self.step_at(self.config.pretrain)
-        if not self.config.rewind_step < self.final_step < self.train.steps:
-            raise MethodError(f"lth: the rewind step ({self.config.rewind_step}) must come before the pruning step "
+        self.final_step = self.step_at(self.options.pretrain)
+        if not self.options.rewind_step < self.final_step < self.steps:
+            raise MethodError(f"lth: the rewind step ({self.options.rewind_step}) must come before the pruning step "
                               f"({self.final_step} = method.pretrain × train.steps), which must come before the end")
         self.rewind_state: dict[str, torch.Tensor] | None = None
 
@@ -38,16 +48,16 @@ class LTH(MaskedMethod):
         self.rewind_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def begin(self, model: nn.Module) -> None:
-        if self.config.rewind_step == 0:
+        if self.options.rewind_step == 0:
             self._snapshot(model)
 
     def update_masks(self, model: nn.Module, step: int) -> None:
-        if step == self.config.rewind_step:
+        if step == self.options.rewind_step:
             self._snapshot(model)
         if step == self.final_step:
             if self.rewind_state is None:
                 raise MethodError("lth: no weights stored to rewind to (was begin() called on this fresh run?)")
-            self.maskset.prune_magnitude(self.config.target)
+            self.maskset.prune_magnitude(self.options.target)
             model.load_state_dict(self.rewind_state)
             self.require_context().reset_optimizer()
             self.rewind_state = None  # no longer needed; keeps later checkpoints small

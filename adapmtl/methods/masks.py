@@ -145,7 +145,7 @@ class MaskedMethod(Method):
 
     def step_at(self, fraction: float) -> int:
         """The step at `fraction` of training (at least 0, at most train.steps)."""
-        return min(self.train.steps, max(0, round(fraction * self.train.steps)))
+        return min(self.steps, max(0, round(fraction * self.steps)))
 
     def update_masks(self, model: nn.Module, step: int) -> None:
         """Change the masks after `step` when the method's schedule says so (default: never)."""
@@ -157,7 +157,7 @@ class MaskedMethod(Method):
 
     def finalize(self, model: nn.Module) -> None:
         self.maskset.apply()
-        self.maskset.check(self.config.target)
+        self.maskset.check(self.options.target)
         return None
 
     def state_dict(self) -> dict[str, Any]:

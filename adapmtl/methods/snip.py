@@ -7,18 +7,29 @@ are kept (one global ranking, exact count), and training runs with the mask fixe
 """
 from __future__ import annotations
 
+from pydantic import Field
 from torch import nn
 
 from adapmtl.methods.importance import loss_gradients
+from adapmtl.methods.base import MethodOptions, Steps
 from adapmtl.methods.masks import MaskedMethod
+from adapmtl.methods.registry import register_method
 
 
+class ImportanceOptions(MethodOptions):
+    """Options of the methods that score weights on training batches (snip, disparse_*)."""
+
+    importance_batches: Steps = Field(10, description="training batches that score importance")
+
+
+@register_method
 class SNIP(MaskedMethod):
     name = "snip"
+    options_type = ImportanceOptions
 
     def begin(self, model: nn.Module) -> None:
-        grads = loss_gradients(model, self.maskset, self.require_context(), 0, self.config.importance_batches,
+        grads = loss_gradients(model, self.maskset, self.require_context(), 0, self.options.importance_batches,
                                per_task=False)["all"]
         weights = self.maskset.weights()
         scores = {n: (g * weights[n].detach()).abs() for n, g in grads.items()}
-        self.maskset.keep_top(scores, self.maskset.numel - self.maskset.zeros_for(self.config.target))
+        self.maskset.keep_top(scores, self.maskset.numel - self.maskset.zeros_for(self.options.target))
