@@ -1,5 +1,5 @@
 """The training engine: config, loop, checkpoints, distributed, evaluation, logging."""
 from adapmtl.engine.config import Config, ConfigError, load_config
-from adapmtl.engine.trainer import NonFiniteLossError, resume, train
+from adapmtl.engine.trainer import NonFiniteLossError, resume, run_dir_of, train
 
-__all__ = ["Config", "ConfigError", "NonFiniteLossError", "load_config", "resume", "train"]
+__all__ = ["Config", "ConfigError", "NonFiniteLossError", "load_config", "resume", "run_dir_of", "train"]

@@ -7,10 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
+import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from adapmtl.errors import AdapMTLError
+from adapmtl.methods import METHODS, MethodError, MethodOptions, method_options
+from adapmtl.models import available_models
+from adapmtl.weighting import WEIGHTINGS
 
 
 class ConfigError(AdapMTLError, ValueError):
@@ -46,33 +50,22 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: str = "deeplab_resnet34"
+    name: str = Field("deeplab_resnet34", description="a registered model (adapmtl.models.available_models())")
     width: float = Field(1.0, gt=0)
     head_channels: int = Field(1024, ge=1)
     dropout: float = Field(0.5, ge=0, lt=1)
     upsample: bool = True
 
 
-class MethodConfig(_Section):
-    name: str = "adapmtl"
-    target: float = Field(0.9, ge=0, lt=1, description="overall sparsity to end at")
-    init: float = Field(-20.0, description="initial threshold score s0")
-    granularity: Literal["component", "layer", "global"] = "component"
-    weighting: Optional[Literal["adaptive", "equal"]] = Field(None, description="default: the method's")
-    weighting_begin: Optional[int] = Field(None, ge=0)
-    weighting_window: Optional[int] = Field(None, ge=1)
-    policy: Literal["exact", "freeze"] = "exact"
-    reach_at: float = Field(2 / 3, gt=0, le=1)
-    schedule: Literal["cubic", "linear"] = "cubic"
-    interval: Optional[int] = Field(None, ge=1)
-    # mask-based baselines (imp, lth, snip, gmp, disparse_*, random); see adapmtl/methods
-    prune_start: float = Field(0.25, ge=0, lt=1, description="gmp, imp: first pruning, as a fraction of train.steps")
-    rounds: int = Field(3, ge=1, description="imp: prune/fine-tune rounds to the target")
-    pretrain: float = Field(0.5, gt=0, lt=1, description="lth: fraction of train.steps trained dense before pruning")
-    rewind_step: int = Field(0, ge=0, description="lth: rewind to the weights after this step (0: initial)")
-    importance_batches: int = Field(10, ge=1, description="snip, disparse_*: batches scoring importance")
-    update_every: int = Field(50, ge=1, description="gmp, disparse_dynamic: steps between mask updates")
-    regrow_fraction: float = Field(0.3, gt=0, lt=1, description="disparse_dynamic: initial drop/regrow fraction")
+def _check_device(name: str) -> str:
+    """'auto' or a device string torch understands (availability is checked when a run starts)."""
+    if name == "auto":
+        return name
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{name!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
+    return name
 
 
 class TrainConfig(_Section):
@@ -92,6 +85,10 @@ class TrainConfig(_Section):
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     init_from: Optional[str] = Field(None, description="a dense checkpoint to start from")
     progress: bool = True
+    dist_timeout: float = Field(600.0, gt=0, description="seconds a rank waits for the others before the run "
+                                "stops with an error naming the stuck rank (see engine.distributed.setup)")
+
+    _device = field_validator("device")(_check_device)
 
 
 class Config(_Section):
@@ -100,11 +97,25 @@ class Config(_Section):
     out_dir: str = "runs"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
-    method: MethodConfig = MethodConfig()
+    method: SerializeAsAny[MethodOptions] = Field(default_factory=lambda: method_options({}))
     train: TrainConfig = TrainConfig()
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_options(cls, raw: Any) -> MethodOptions:
+        # The chosen method's own options class validates the section (see adapmtl.methods).
+        try:
+            return method_options(raw)
+        except MethodError as error:
+            raise ValueError(f"`method.name`: {error}") from None
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
+        if self.model.name not in available_models():
+            raise ValueError(f"`model.name`: unknown model {self.model.name!r}; expected one of {available_models()}")
+        if self.method.weighting is not None and self.method.weighting not in WEIGHTINGS:
+            raise ValueError(f"`method.weighting`: unknown weighting {self.method.weighting!r}; "
+                             f"expected one of {sorted(WEIGHTINGS)}")
         if self.data.batch_size % self.train.accumulate:
             raise ValueError(
                 f"data.batch_size ({self.data.batch_size}) must be a multiple of train.accumulate ({self.train.accumulate})"
@@ -112,16 +123,25 @@ class Config(_Section):
         return self
 
 
-def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
+def _section_keys(location: tuple, model: type[BaseModel], raw: dict[str, Any]) -> list[str]:
+    """The keys allowed in the section at `location` (the method section: the chosen method's)."""
+    if location == ("method",):
+        name = (raw.get("method") or {}).get("name", MethodOptions.model_fields["name"].default)
+        return list(METHODS[name].options_type.model_fields)
+    section: Any = model
+    for part in location:
+        section = section.model_fields[part].annotation
+    return list(section.model_fields)
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel], raw: dict[str, Any]) -> str:
     location = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
-        section: Any = model
-        for part in error["loc"][:-1]:
-            section = section.model_fields[part].annotation
-        allowed = ", ".join(section.model_fields)
+        allowed = ", ".join(_section_keys(error["loc"][:-1], model, raw))
         return f"unknown key `{location}`; allowed here: {allowed}"
-    if not location:
-        return error["msg"].removeprefix("Value error, ")
+    if error["type"] == "value_error":  # our own checks: the message says it all
+        message = error["msg"].removeprefix("Value error, ")
+        return f"`{location}`: {message}" if location and not message.startswith("`") else message
     return f"`{location}`: {error['msg']} (got {error.get('input')!r})"
 
 
@@ -132,7 +152,7 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as error:
-        problems = "\n  ".join(_describe(e, Config) for e in error.errors())
+        problems = "\n  ".join(_describe(e, Config, raw) for e in error.errors())
         raise ConfigError(f"{source} is invalid:\n  {problems}") from None
 
 
@@ -148,7 +168,11 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {override!r}: `{part}` is not a section")
-        node[parts[-1]] = yaml.safe_load(value)
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override {override!r}: the value is not valid YAML ({error.problem or error}); "
+                              "quote lists and strings as in the config file, e.g. train.betas=[0.9,0.999]") from None
     return raw
 
 

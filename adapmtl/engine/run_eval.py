@@ -39,7 +39,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", which: str = "final")
             raise CheckpointError(f"{path} does not exist: the run has not finished; try which='last'")
         model.load_state_dict(load_file(str(path)))
     else:
-        create_method(config.method, config.train).prepare(model)  # same parametrization as in training
+        create_method(config.method, config.train.steps).prepare(model)  # same parametrization as in training
         model.load_state_dict(load_checkpoint(run_dir / (BEST if which == "best" else LAST))["model"])
     metrics, losses = run_on_split(model)
     return {"metrics": metrics, "loss": losses, "sparsity": sparsity_report(model).overall}
@@ -55,7 +55,7 @@ def run_evaluator(run_dir: str | Path, split: str) -> tuple[Config, Dataset, Cal
     if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no {CONFIG_FILE})")
     config = load_config(run_dir / CONFIG_FILE)
-    env = setup(config.train.device)
+    env = setup(config.train.device, config.train.dist_timeout)
     dataset = build_dataset(config, split)
     tasks = build_tasks(config, dataset)
     autocast, _ = _autocast(config, env.device)

@@ -18,17 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 from tqdm import tqdm
 
 import adapmtl.sparsity as sparsity
-from adapmtl.engine.checkpoint import CheckpointError, load_checkpoint, rng_state, save_atomic, set_rng_state
+from adapmtl.engine.checkpoint import (CheckpointError, config_differences, load_checkpoint, load_model_state,
+                                      rng_state, save_atomic, set_rng_state, write_atomic)
 from adapmtl.engine.config import Config, ConfigError, load_config, save_config
 from adapmtl.engine.data import build_dataset, build_tasks, eval_loader, train_loader
-from adapmtl.engine.distributed import Distributed, all_reduce_mean, barrier, setup
+from adapmtl.engine.distributed import Distributed, all_reduce_mean, barrier, collectives, setup
 from adapmtl.engine.evaluate import evaluate, move
-from adapmtl.engine.logger import RunLogger
+from adapmtl.engine.logger import RunLogger, run_warnings
+from adapmtl.engine.runlock import lock_run_dir
 from adapmtl.errors import AdapMTLError
 from adapmtl.methods import Method, MethodContext, create_method
 from adapmtl.models import create_model
@@ -111,7 +114,7 @@ def build_run(config: Config, run_dir: Path, env: Distributed) -> Run:
     model = build_model(config, datasets["train"].task_channels)
     if config.train.init_from:
         _load_dense_weights(model, config.train.init_from)
-    method = create_method(config.method, config.train)
+    method = create_method(config.method, config.train.steps)
     method.prepare(model)
     if env.enabled and env.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # BN over the global batch, as on one GPU
@@ -120,14 +123,27 @@ def build_run(config: Config, run_dir: Path, env: Distributed) -> Run:
     if env.enabled:
         trained = nn.parallel.DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None)
     t = config.train
-    optimizer = torch.optim.Adam(method.param_groups(model), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    optimizer = torch.optim.Adam(_param_groups(method, model, t), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.lr_step, gamma=t.lr_gamma)
     weighting = create_weighting(method.weighting, list(tasks), t.steps, begin=config.method.weighting_begin,
                                  window=config.method.weighting_window)
     autocast, scaler = _autocast(config, env.device)
+    train_loader(config, datasets["train"], 0, env.rank, env.world_size)  # checks the batch against the data
     method.bind(_method_context(config, env, tasks, datasets["train"], optimizer, scheduler))
     return Run(config, run_dir, env, model, trained, method, tasks, weighting, optimizer, scheduler, scaler,
                autocast, datasets)
+
+
+def _param_groups(method: Method, model: nn.Module, t) -> list[dict[str, Any]]:
+    """The method's optimizer groups; a group of thresholds gets train.threshold_lr / threshold_weight_decay."""
+    groups = method.param_groups(model)
+    for group in groups:
+        if group.get("role") == "thresholds":
+            if t.threshold_lr is not None:
+                group["lr"] = t.threshold_lr
+            if t.threshold_weight_decay is not None:
+                group["weight_decay"] = t.threshold_weight_decay
+    return groups
 
 
 def _method_context(config: Config, env: Distributed, tasks: dict, dataset, optimizer, scheduler) -> MethodContext:
@@ -162,20 +178,51 @@ def save_checkpoint(run: Run, path: str) -> None:
         "weighting": run.weighting.state_dict(),
         "best": run.best,
         "rng": rng_state(),
+        "world_size": run.env.world_size,  # a resume on another number of processes says what changes
+        "config": run.config.model_dump(mode="json"),  # a resume with another run's checkpoint is refused
     }, run.run_dir / path)
 
 
-def restore_checkpoint(run: Run, checkpoint: dict[str, Any]) -> None:
-    run.model.load_state_dict(checkpoint["model"])
-    run.optimizer.load_state_dict(checkpoint["optimizer"])
-    run.scheduler.load_state_dict(checkpoint["scheduler"])
-    if run.scaler and checkpoint["scaler"]:
-        run.scaler.load_state_dict(checkpoint["scaler"])
-    run.method.load_state_dict(checkpoint["method"])
-    run.weighting.load_state_dict(checkpoint["weighting"])
-    run.best = checkpoint["best"]
-    run.step = checkpoint["step"]
-    set_rng_state(checkpoint["rng"])
+def restore_checkpoint(run: Run, path: Path) -> list[str]:
+    """Restore the training state `save_checkpoint` wrote to `path`; returns warnings about
+    what differs from the run that wrote it (another number of processes).
+
+    Raises CheckpointError (naming `path`) when the file is missing, damaged or unreadable,
+    was written with another config (naming the keys that differ), or does not fit the model.
+    """
+    checkpoint = load_checkpoint(path, run.env.device)
+    differences = config_differences(checkpoint.get("config"), run.config.model_dump(mode="json"))
+    if differences:
+        raise CheckpointError(f"checkpoint {path} was written by another run or config ({'; '.join(differences)}); "
+                              f"a run resumes only from its own checkpoint, with the config.yaml it started with")
+    load_model_state(run.model, checkpoint["model"], path)
+    try:
+        run.optimizer.load_state_dict(checkpoint["optimizer"])
+        run.scheduler.load_state_dict(checkpoint["scheduler"])
+        if run.scaler and checkpoint["scaler"]:
+            run.scaler.load_state_dict(checkpoint["scaler"])
+        run.method.load_state_dict(checkpoint["method"])
+        run.weighting.load_state_dict(checkpoint["weighting"])
+        run.best = checkpoint["best"]
+        run.step = checkpoint["step"]
+        set_rng_state(checkpoint["rng"])
+    except (KeyError, ValueError, RuntimeError) as error:  # a checkpoint of another method or version
+        raise CheckpointError(f"checkpoint {path} does not fit this run's training state "
+                              f"({type(error).__name__}: {error})") from None
+    saved, now, batch = checkpoint.get("world_size", run.env.world_size), run.env.world_size, run.config.data.batch_size
+    if saved == now:
+        return []
+    return [f"{path} was written by a run on {saved} process(es) and resumes on {now}. Every step still reads the "
+            f"same samples as one batch of data.batch_size={batch}, but each process now computes {batch // now} "
+            f"of them instead of {batch // saved}: BatchNorm statistics (unless synchronized across GPUs) and "
+            f"dropout draws change, so the run continues correctly but not identically to one without the change"]
+
+
+def _checkpoint_hint(run: Run) -> str:
+    """Where a stopped run can continue from, in words."""
+    if (run.run_dir / LAST).exists():
+        return f"Its last checkpoint is {run.run_dir / LAST} (`adapmtl train --resume {run.run_dir}` continues from it)."
+    return "No checkpoint had been written yet (train.checkpoint_every)."
 
 
 def train_step(run: Run, batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -201,7 +248,7 @@ def train_step(run: Run, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         raise NonFiniteLossError(
             f"step {run.step + 1}: the loss of task(s) {', '.join(bad)} is not finite "
             f"({', '.join(f'{t}={v}' for t, v in zip(run.tasks, losses))}); the run stopped before applying this "
-            f"step. The last good checkpoint is {run.run_dir / LAST}. Lower train.lr, or check the data."
+            f"step. {_checkpoint_hint(run)} Lower train.lr, or check the data."
         )
     if run.scaler:
         run.scaler.step(run.optimizer)
@@ -242,12 +289,25 @@ def validate(run: Run, logger: RunLogger | None) -> None:
         logger.log({"step": run.step, "val": metrics, "val_loss": losses})
 
 
-def finish(run: Run) -> dict[str, Any]:
-    """Select the best weights, finalize them, evaluate on val and test, save model and result."""
+def finish(run: Run, logger: RunLogger | None = None) -> dict[str, Any]:
+    """Select the best weights, finalize them, evaluate on val and test, save model and result.
+
+    A damaged or unfitting best.pt does not block the run: it finishes on the last step's
+    weights, with a warning in `logger` (log.jsonl) and in result.json's "warnings" (which
+    also lists the warnings of earlier resumes; on rank 0).
+    """
     thresholds = sparsity.sparsity_report(run.model).thresholds
     barrier(run.env)  # rank 0 writes best.pt; the others read it
-    if run.best["step"] is not None:
-        run.model.load_state_dict(load_checkpoint(run.run_dir / BEST, run.env.device)["model"])
+    selected = run.best["step"]
+    if selected is not None:
+        try:
+            best = run.run_dir / BEST
+            load_model_state(run.model, load_checkpoint(best, run.env.device)["model"], best)
+        except CheckpointError as error:
+            selected = None
+            if logger:
+                logger.warn(run.step, f"{error}; finished on the weights of the last step ({run.step}) instead of "
+                                      f"those of the selected step {run.best['step']}")
     finalized = run.method.finalize(run.model)
     run.trained = run.model  # evaluation needs no DDP wrapper; every rank evaluates its share
     results = {}
@@ -262,7 +322,7 @@ def finish(run: Run) -> dict[str, Any]:
         "steps": run.config.train.steps,
         "train_iterations": run.config.train.steps,
         "dense_iterations": run.method.dense_iterations,
-        "selected_step": run.best["step"] or run.step,
+        "selected_step": selected or run.step,
         "test": results["test"],
         "val": results["val"],
         "sparsity": {"overall": report.overall, "components": {c: v.sparsity for c, v in report.components.items()},
@@ -272,26 +332,39 @@ def finish(run: Run) -> dict[str, Any]:
         "finalize": None if finalized is None else {
             "shift": finalized.shift, "before": finalized.before.overall, "after": finalized.after.overall,
             "pruned": finalized.pruned, "revived": finalized.revived},
+        "warnings": run_warnings(run.run_dir) if logger else [],
     }
-    if run.env.is_main:
-        save_file({k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()},
-                  str(run.run_dir / MODEL_FILE))
-        tmp = run.run_dir / (RESULT_FILE + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(run.run_dir / RESULT_FILE)
+    if run.env.is_main:  # written atomically: a kill leaves no half model, and result.json last marks the end
+        write_atomic(run.run_dir / MODEL_FILE, safetensors_bytes(
+            {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}))
+        write_atomic(run.run_dir / RESULT_FILE, json.dumps(result, indent=2).encode())
     return result
 
 
-def _prepare_run_dir(config: Config, run_dir: Path | None, env: Distributed) -> Path:
-    run_dir = Path(run_dir) if run_dir else Path(config.out_dir) / (config.name or f"run_{config.method.name}")
+def run_dir_of(config: Config, run_dir: str | Path | None = None) -> Path:
+    """Where `train(config, run_dir)` writes: `run_dir`, else out_dir/name."""
+    return Path(run_dir) if run_dir else Path(config.out_dir) / (config.name or f"run_{config.method.name}")
+
+
+def _refuse_finished_or_started(run_dir: Path) -> None:
     if (run_dir / LAST).exists() or (run_dir / RESULT_FILE).exists():
         raise ConfigError(f"run folder {run_dir} already holds a run; resume it with `adapmtl train --resume "
                           f"{run_dir}`, or choose another `name`/`out_dir`")
+
+
+def _prepare_run_dir(config: Config, run_dir: Path, env: Distributed) -> None:
+    """The run's first write: its folder, checkpoints/ and the resolved config."""
     if env.is_main:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / CONFIG_FILE)
     barrier(env)
-    return run_dir
+
+
+def check_stop_at(stop_at: int | None, step: int, steps: int) -> None:
+    """A `stop_at` must lie after the current `step` and at most at the run's last step (ConfigError)."""
+    if stop_at is not None and not step < stop_at <= steps:
+        raise ConfigError(f"--stop-at {stop_at}: expected a step after the current one ({step}) and at most "
+                          f"train.steps ({steps})")
 
 
 def train(config: Config, run_dir: str | Path | None = None, *, stop_at: int | None = None) -> dict[str, Any] | None:
@@ -300,55 +373,76 @@ def train(config: Config, run_dir: str | Path | None = None, *, stop_at: int | N
     `stop_at`: stop after that step with a checkpoint, as a time-limited job would, to be
     continued with `resume(run_dir)`; returns None then.
     """
-    env = setup(config.train.device)
-    run_dir = _prepare_run_dir(config, Path(run_dir) if run_dir else None, env)
-    run = build_run(config, run_dir, env)
-    run.method.begin(run.model)
-    return _loop(run, stop_at)
+    run_dir = run_dir_of(config, run_dir)
+    _refuse_finished_or_started(run_dir)
+    check_stop_at(stop_at, 0, config.train.steps)
+    env = setup(config.train.device, config.train.dist_timeout)
+    run = build_run(config, run_dir, env)  # every check of the config, data and model, before the first write
+    with lock_run_dir(run_dir, env):
+        _refuse_finished_or_started(run_dir)  # again under the lock: a concurrent start may have won
+        _prepare_run_dir(config, run_dir, env)
+        run.method.begin(run.model)
+        return _loop(run, stop_at)
 
 
 def resume(run_dir: str | Path, *, stop_at: int | None = None) -> dict[str, Any] | None:
-    """Continue an interrupted run from its last checkpoint, exactly where it stopped."""
+    """Continue an interrupted run from its last checkpoint, exactly where it stopped.
+
+    Holds the run folder's lock meanwhile (and first deletes what a killed save left).
+    Raises ConfigError when the run has finished or `stop_at` is not ahead; CheckpointError
+    when last.pt is missing, damaged or from another run; RunFolderBusyError when another
+    process trains in the folder.
+    """
     run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (it has no {CONFIG_FILE})" if run_dir.is_dir()
+                          else f"run folder {run_dir} does not exist")
     config = load_config(run_dir / CONFIG_FILE)
-    if (run_dir / RESULT_FILE).exists():
-        raise ConfigError(f"run {run_dir} has already finished (it has {RESULT_FILE}); nothing to resume")
-    env = setup(config.train.device)
-    run = build_run(config, run_dir, env)
-    try:
-        restore_checkpoint(run, load_checkpoint(run_dir / LAST, env.device))
-    except CheckpointError as error:
-        raise CheckpointError(f"cannot resume {run_dir}: {error}") from None
-    return _loop(run, stop_at)
+    env = setup(config.train.device, config.train.dist_timeout)
+    with lock_run_dir(run_dir, env):
+        if (run_dir / RESULT_FILE).exists():
+            raise ConfigError(f"run {run_dir} has already finished (it has {RESULT_FILE}); nothing to resume")
+        run = build_run(config, run_dir, env)
+        try:
+            notes = restore_checkpoint(run, run_dir / LAST)
+        except CheckpointError as error:
+            raise CheckpointError(f"cannot resume {run_dir}: {error}") from None
+        check_stop_at(stop_at, run.step, config.train.steps)
+        return _loop(run, stop_at, notes)
 
 
-def _loop(run: Run, stop_at: int | None) -> dict[str, Any] | None:
+def _loop(run: Run, stop_at: int | None, notes: list[str] | None = None) -> dict[str, Any] | None:
+    """Train from run.step to the end (or `stop_at`), then finish; `notes` become the log's warnings."""
     t = run.config.train
     logger = RunLogger(run.run_dir, start=run.step) if run.env.is_main else None
+    if logger:
+        for note in notes or []:
+            logger.warn(run.step, note)
     loader = train_loader(run.config, run.datasets["train"], run.step, run.env.rank, run.env.world_size)
     bar = tqdm(total=t.steps, initial=run.step, desc=f"{run.method.name}", dynamic_ncols=True,
                disable=not (t.progress and run.env.is_main))
     started = time.perf_counter()
     try:
-        for batch in loader:
-            losses = train_step(run, move(batch, run.env.device))
-            report = run.method.after_step(run.model, run.step)
-            if run.step % t.log_every == 0 or run.step in (1, t.steps):
-                report = report or sparsity.sparsity_report(run.model)
-                if logger:
-                    logger.log(log_record(run, losses, report))
-                bar.set_postfix(loss=f"{sum(losses.values()):.3f}", sparsity=f"{report.overall:.3f}")
-            if run.step % t.val_every == 0 or run.step == t.steps:
-                validate(run, logger)
-            if run.env.is_main and (run.step % t.checkpoint_every == 0 or run.step in (stop_at, t.steps)):
-                save_checkpoint(run, LAST)
-            bar.update(1)
-            if run.step == stop_at:
-                barrier(run.env)
-                return None
-        result = finish(run)
-        result["train_seconds"] = time.perf_counter() - started
-        return result
+        with collectives(run.env, "training's communication"):  # DDP's collectives in forward and backward too
+            for batch in loader:
+                losses = train_step(run, move(batch, run.env.device))
+                report = run.method.after_step(run.model, run.step)
+                if run.step % t.log_every == 0 or run.step in (1, t.steps):
+                    report = report or sparsity.sparsity_report(run.model)
+                    if logger:
+                        logger.log(log_record(run, losses, report))
+                    bar.set_postfix(loss=f"{sum(losses.values()):.3f}", sparsity=f"{report.overall:.3f}")
+                if run.step % t.val_every == 0 or run.step == t.steps:
+                    validate(run, logger)
+                if run.env.is_main and (run.step % t.checkpoint_every == 0 or run.step in (stop_at, t.steps)):
+                    save_checkpoint(run, LAST)
+                bar.update(1)
+                if run.step == stop_at:
+                    barrier(run.env)
+                    return None
+            result = finish(run, logger)
+            result["train_seconds"] = time.perf_counter() - started
+            return result
     finally:
         bar.close()
         if logger:
