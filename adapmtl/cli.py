@@ -6,6 +6,7 @@ library call it makes, so a new capability adds one function here and nothing el
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from typing import Callable, Sequence
 
@@ -18,6 +19,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Adaptive soft-threshold pruning of multitask networks (AdapMTL).",
     )
     parser.add_argument("--version", action="version", version=f"adapmtl {adapmtl.__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _SUBCOMMANDS:
         add(subparsers)
@@ -70,7 +72,13 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_data]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit code."""
+    """Run the command line; returns the process exit code.
+
+    Expected failures (bad config or data, unreadable or damaged files, a folder that
+    cannot be written, a full disk, Ctrl-C) print one line naming the file or key and
+    return 2 (130 for Ctrl-C); `--debug` shows the traceback instead. Anything else is a
+    bug and keeps its traceback.
+    """
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -78,10 +86,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.run(args) or 0)
-    except adapmtl.errors.AdapMTLError as error:
-        print(f"adapmtl {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except (adapmtl.errors.AdapMTLError, OSError, KeyboardInterrupt) as error:
+        if args.debug:
+            raise
+        message, code = describe_failure(error, getattr(args, "interrupt_hint", None))
+        print(f"adapmtl {args.command}: {message}", file=sys.stderr)
+        return code
 
+
+def describe_failure(error: BaseException, interrupt_hint: str | None = None) -> tuple[str, int]:
+    """One line for an expected failure, and the exit code (2; 130 for Ctrl-C)."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted" + (f"; {interrupt_hint}" if interrupt_hint else ""), 130
+    if isinstance(error, OSError) and not isinstance(error, adapmtl.errors.AdapMTLError):
+        where = f" {error.filename}" if error.filename else ""
+        if error.errno == errno.ENOSPC:
+            return f"error: the disk is full (writing{where}); free some space and run the command again", 2
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return f"error: cannot write{where}: {error.strerror}; choose a writable folder", 2
+        return f"error:{where}: {error.strerror or error}" if where else f"error: {error}", 2
+    return f"error: {error}", 2
+
+
+def _resume_hint(run_dir) -> str:
+    return (f"`adapmtl train --resume {run_dir}` continues exactly from its last checkpoint "
+            "(train.checkpoint_every; none if it stopped before the first)")
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
@@ -104,11 +133,14 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         if args.resume:
             if args.config or args.overrides or args.run_dir:
                 raise engine.ConfigError("--resume takes the run folder's own config; drop --config, --run-dir and overrides")
+            args.interrupt_hint = _resume_hint(args.resume)
             result = engine.resume(args.resume, stop_at=args.stop_at)
         else:
             if not args.config:
                 raise engine.ConfigError("pass --config FILE (or a preset name), or --resume RUN_DIR")
-            result = engine.train(engine.load_config(args.config, args.overrides), args.run_dir, stop_at=args.stop_at)
+            config = engine.load_config(args.config, args.overrides)
+            args.interrupt_hint = _resume_hint(engine.run_dir_of(config, args.run_dir))
+            result = engine.train(config, args.run_dir, stop_at=args.stop_at)
         if result is not None:
             print(f"test: {result['test']}\nsparsity: {result['sparsity']['overall']:.4f}")
         return 0
@@ -143,6 +175,7 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
         from adapmtl.quickstart import quickstart
 
+        args.interrupt_hint = "run `adapmtl quickstart` again: a finished run is reused, an interrupted one resumed"
         quickstart(args.out, args.overrides)
         return 0
 
@@ -188,6 +221,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
         from adapmtl.bench import load_bench, run_bench, write_outputs
 
         bench = load_bench(args.config, args.overrides)
+        args.interrupt_hint = "run the same command again: finished runs are skipped, the interrupted one resumed"
         content = write_outputs(bench) if args.table_only else run_bench(bench)
         print((bench.out_dir / "bench.md").read_text())
         print(f"wrote {bench.out_dir / 'bench.md'}, bench.csv, bench.json"

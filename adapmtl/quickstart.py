@@ -9,13 +9,13 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from adapmtl.engine import load_config, train
-from adapmtl.engine.trainer import RESULT_FILE
+from adapmtl.engine import load_config, resume, train
+from adapmtl.engine.trainer import LAST, RESULT_FILE
 from adapmtl.report import comparison_rows, markdown_table
 
 
 def quickstart(out_dir: str | Path = "runs/quickstart", overrides: Sequence[str] = (), echo=print) -> str:
-    """Run (or reuse finished) dense and adapmtl runs under `out_dir`; return the table."""
+    """Run dense and adapmtl under `out_dir` (reusing finished runs, resuming interrupted ones); return the table."""
     out_dir = Path(out_dir)
     results = {}
     for method in ("dense", "adapmtl"):
@@ -23,6 +23,10 @@ def quickstart(out_dir: str | Path = "runs/quickstart", overrides: Sequence[str]
         if (run_dir / RESULT_FILE).is_file():
             echo(f"{method}: finished run found in {run_dir}, reusing it")
             results[method] = json.loads((run_dir / RESULT_FILE).read_text())
+            continue
+        if (run_dir / LAST).is_file():
+            echo(f"{method}: resuming the interrupted run in {run_dir}")
+            results[method] = resume(run_dir)
             continue
         config = load_config("quickstart", [*overrides, f"method.name={method}"])
         echo(f"{method}: training {config.train.steps} steps into {run_dir}")

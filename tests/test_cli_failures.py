@@ -1,0 +1,78 @@
+"""Expected failures reach a CLI user as one line naming the file or key, with a non-zero exit (issue 12 C)."""
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from adapmtl.cli import describe_failure, main
+from tests.engine_helpers import TINY
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_malformed_override_is_one_line(capsys):
+    assert main(["train", "--config", "quickstart", "train.steps=[1,"]) == 2
+    assert _one_line(capsys.readouterr().err).startswith("adapmtl train: error: override 'train.steps=[1,': the value is not "
+                                                         "valid YAML")
+
+
+def test_debug_shows_the_traceback():
+    from adapmtl.engine import ConfigError
+
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        main(["--debug", "train", "--config", "quickstart", "train.steps=[1,"])
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line_naming_it(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["train", "--config", "quickstart", f"out_dir={blocker}", "name=r", *TINY]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert str(blocker / "r") in line and "Not a directory" in line
+    assert main(["data", "synth", "--out", str(blocker / "data"), "--n", "2", "--size", "8", "8"]) == 2
+    assert str(blocker) in _one_line(capsys.readouterr().err)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_one_line(tmp_path, capsys):
+    tmp_path.chmod(0o500)
+    try:
+        assert main(["train", "--config", "quickstart", f"out_dir={tmp_path}", "name=r", *TINY]) == 2
+    finally:
+        tmp_path.chmod(0o700)
+    assert "cannot write" in _one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("error, expected", [
+    (OSError(errno.ENOSPC, "No space left on device", "/runs/r/checkpoints/last.pt"),
+     "error: the disk is full (writing /runs/r/checkpoints/last.pt); free some space and run the command again"),
+    (PermissionError(errno.EACCES, "Permission denied", "/runs/r"),
+     "error: cannot write /runs/r: Permission denied; choose a writable folder"),
+    (OSError(errno.EROFS, "Read-only file system", "/mnt/ro"),
+     "error: cannot write /mnt/ro: Read-only file system; choose a writable folder"),
+])
+def test_io_failures_are_described(error, expected):
+    assert describe_failure(error) == (expected, 2)
+
+
+def test_ctrl_c_during_training_says_how_to_continue(tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "adapmtl", "train", "--config", "quickstart", "--run-dir", str(run), *TINY,
+               "train.steps=100000", "train.checkpoint_every=2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert _one_line(err) == (f"adapmtl train: interrupted; `adapmtl train --resume {run}` continues exactly from "
+                              "its last checkpoint (train.checkpoint_every; none if it stopped before the first)")
