@@ -87,3 +87,17 @@ def test_target_out_of_reach_is_an_error():
         model.parametrizations.weight.original.fill_(2.0)  # |w| >= 1: no threshold below 1 removes it
     with pytest.raises(SparsifyError, match="could not reach target sparsity 50.0000%"):
         adapmtl.finalize(model, target=0.5)
+    # Nothing changed: the layer is still sparsified and its dense weights are intact.
+    assert adapmtl.sparsity_report(model).overall == 0.0
+    assert torch.equal(model.parametrizations.weight.original, torch.full((10, 10), 2.0))
+
+
+def test_a_target_no_whole_count_of_weights_meets_names_the_nearest():
+    # 256 weights: 153/256 = 59.77 % and 154/256 = 60.16 %, both more than 0.0005 from 60 %.
+    model = adapmtl.sparsify(nn.Linear(16, 16, bias=False), granularity="global")
+    original = model.parametrizations.weight.original.detach().clone()
+    with pytest.raises(SparsifyError, match=r"by any whole number of the model's 256 prunable weights: the nearest "
+                                            r"are 153/256 = 59\.7656% and 154/256 = 60\.1562%"):
+        adapmtl.finalize(model, target=0.6)
+    assert torch.equal(model.parametrizations.weight.original, original)
+    assert adapmtl.finalize(model, target=154 / 256).after.overall == 154 / 256

@@ -1,6 +1,7 @@
 """`finalize`: bake the zeros into ordinary weights, optionally trimmed to an exact target."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -55,12 +56,19 @@ def finalize(model: nn.Module, target: float | None = None) -> FinalizeReport:
     (0 ≤ target < 1), every threshold moves by one common shift in logit space (the
     learned allocation across components is kept) so that the overall sparsity equals
     `target` within ±0.0005, usually to the weight. Returns a FinalizeReport.
+
+    Raises SparsifyError (and leaves the model unchanged) if the model is not sparsified,
+    if `target` is not in [0, 1), if no whole number of its prunable weights lies within
+    ±0.0005 of `target` (a model of a few hundred weights), or if the weights' values make
+    the target unreachable (many exact zeros, ties, or |w| ≥ 1).
     """
     bank = require_bank(model, "finalize")
     if target is not None and not (isinstance(target, (int, float)) and 0.0 <= target < 1.0):
         raise SparsifyError(f"target must be a sparsity in [0, 1), got {target!r}")
     layers = list(sparse_layers(model))
     before = sparsity_report(model)
+    if target is not None:
+        _check_reachable(target, before.numel)
 
     with torch.no_grad():
         if target is None:
@@ -69,8 +77,9 @@ def finalize(model: nn.Module, target: float | None = None) -> FinalizeReport:
         else:
             shift = shift_for_zeros(layers, bank, round(target * before.numel))
             taus = torch.sigmoid(bank.scores.detach().double() + shift)
-        pruned = revived = 0
+        pruned = revived = zeros = 0
         max_change = 0.0
+        finalized = []  # computed in full before any layer changes, so a failure leaves the model as it was
         for layer in layers:
             dense = layer.dense_weight.detach()
             old = soft_threshold(dense, torch.sigmoid(bank.scores.detach()[layer.parametrization.group]))
@@ -78,20 +87,36 @@ def finalize(model: nn.Module, target: float | None = None) -> FinalizeReport:
             new = soft_threshold(dense.to(tau.dtype), tau).to(dense.dtype)
             pruned += int(((old != 0) & (new == 0)).sum())
             revived += int(((old == 0) & (new != 0)).sum())
+            zeros += int((new == 0).sum())
             kept = (old != 0) & (new != 0)
             if kept.any():
                 max_change = max(max_change, float((new - old)[kept].abs().max()))
+            finalized.append(new)
+        if target is not None and abs(zeros / before.numel - target) > TARGET_TOLERANCE:
+            raise SparsifyError(
+                f"could not reach target sparsity {target:.4%}: the nearest reachable is {zeros / before.numel:.4%}, "
+                "because too many weights are exactly zero, tied in magnitude, or |w| ≥ 1 (which no threshold "
+                "below 1 removes). The model is unchanged."
+            )
+        for layer, new in zip(layers, finalized):
             _restore_layer(layer.module)
             layer.module.weight.copy_(new)
 
     _remove_bank(model, bank)
     after = report_exact_zeros({l.name: (l.parametrization.component, l.module.weight) for l in layers})
-    if target is not None and abs(after.overall - target) > TARGET_TOLERANCE:
-        raise SparsifyError(
-            f"could not reach target sparsity {target:.4%}: got {after.overall:.4%}. Too many weights are "
-            "exactly zero, tied in magnitude, or |w| ≥ 1 (which no threshold below 1 removes)."
-        )
     return FinalizeReport(target, shift, before, after, pruned, revived, max_change)
+
+
+def _check_reachable(target: float, numel: int) -> None:
+    """A SparsifyError unless some whole count of zeros among `numel` weights lies within tolerance of `target`."""
+    nearest = round(target * numel)
+    if abs(nearest / numel - target) > TARGET_TOLERANCE:
+        below, above = math.floor(target * numel), math.ceil(target * numel)
+        raise SparsifyError(
+            f"target sparsity {target:.4%} cannot be met within ±{TARGET_TOLERANCE:g} by any whole number of the "
+            f"model's {numel} prunable weights: the nearest are {below}/{numel} = {below / numel:.4%} and "
+            f"{above}/{numel} = {above / numel:.4%}. Choose one of those as the target. The model is unchanged."
+        )
 
 
 def _restore_layer(module: nn.Module) -> None:
