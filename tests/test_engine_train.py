@@ -114,3 +114,22 @@ def test_start_from_a_dense_run(tmp_path):
     sparsified = tmp_path / "from_dense" / "checkpoints" / "last.pt"
     with pytest.raises(adapmtl.engine.ConfigError, match="does not fit the configured model"):
         train(tiny_config(tmp_path, "name=bad2", f"train.init_from={sparsified}"))
+
+
+def test_a_micro_batch_without_valid_pixels_does_not_dilute_the_step_loss(tmp_path):
+    from adapmtl.engine.data import train_loader
+    from adapmtl.engine.distributed import setup
+    from adapmtl.engine.trainer import build_run, train_step
+
+    config = tiny_config(tmp_path, "train.accumulate=2", "method.name=dense")
+    run = build_run(config, tmp_path / "r", setup("cpu"))
+    depth = run.tasks["depth_zbuffer"]
+    values = iter([0.0, 3.0])  # micro-batch 1 has no valid depth (loss 0 by the tasks' contract), micro-batch 2 has
+
+    def loss(prediction, target):
+        return prediction.sum() * 0 + next(values)
+
+    depth.loss = loss
+    batch = next(iter(train_loader(config, run.datasets["train"], 0)))
+    losses = train_step(run, batch)
+    assert losses["depth_zbuffer"] == 3.0  # the mean over informative micro-batches, not (0 + 3) / 2

@@ -28,7 +28,7 @@ from adapmtl.engine.checkpoint import (CheckpointError, config_differences, load
                                       rng_state, save_atomic, set_rng_state, write_atomic)
 from adapmtl.engine.config import Config, ConfigError, load_config, save_config
 from adapmtl.engine.data import build_dataset, build_tasks, eval_loader, train_loader
-from adapmtl.engine.distributed import Distributed, all_reduce_mean, barrier, collectives, setup
+from adapmtl.engine.distributed import Distributed, all_reduce_mean, all_reduce_sum, barrier, collectives, setup
 from adapmtl.engine.evaluate import evaluate, move
 from adapmtl.engine.logger import RunLogger, run_warnings
 from adapmtl.engine.runlock import lock_run_dir
@@ -232,6 +232,7 @@ def train_step(run: Run, batch: dict[str, torch.Tensor]) -> dict[str, float]:
     weight_vector = torch.tensor([weights[t] for t in run.tasks], device=run.env.device)
     chunks = [{k: v.chunk(accumulate)[i] for k, v in batch.items()} for i in range(accumulate)]
     loss_sum = torch.zeros(len(run.tasks), device=run.env.device)
+    informative = torch.zeros(len(run.tasks), device=run.env.device)
     for i, chunk in enumerate(chunks):
         last = i == accumulate - 1
         sync = nullcontext() if last or not run.env.enabled else run.trained.no_sync()
@@ -242,7 +243,11 @@ def train_step(run: Run, batch: dict[str, torch.Tensor]) -> dict[str, float]:
             total = (weight_vector * task_losses).sum() / accumulate
             (run.scaler.scale(total) if run.scaler else total).backward()
         loss_sum += task_losses.detach()
-    losses = all_reduce_mean(loss_sum / accumulate, run.env).tolist()  # the step's one host sync
+        informative += task_losses.detach() != 0  # a task loss is exactly 0 only without a valid pixel
+    # Each task's loss averaged over the micro-batches (of every rank) that had a valid pixel: a batch
+    # half without valid depth must not halve the depth loss the adaptive weighting sees.
+    sums, counts = all_reduce_sum(torch.cat([loss_sum, informative]), run.env).split(len(run.tasks))
+    losses = (sums / counts.clamp(min=1)).tolist()  # the step's one host sync
     bad = [t for t, value in zip(run.tasks, losses) if not math.isfinite(value)]
     if bad:
         raise NonFiniteLossError(
