@@ -2,7 +2,8 @@
 import numpy as np
 import torch
 
-from adapmtl.data import SCENE_CLASSES, TASKS, SyntheticScenes, render_scene
+from adapmtl.data import SCENE_CLASSES, SyntheticScenes, render_scene
+from adapmtl.tasks import TASK_NAMES
 
 
 def test_same_seed_same_scene_other_seed_other_scene():
@@ -56,4 +57,4 @@ def test_dataset_yields_requested_tasks_and_collates():
     assert batch["image"].shape == (4, 3, 24, 32) and batch["image"].dtype == torch.float32
     assert batch["segment_semantic"].dtype == torch.int64 and batch["depth_zbuffer"].shape == (4, 1, 24, 32)
     full = SyntheticScenes(1, (24, 32), seed=1)
-    assert set(full[0]) == {"image", *TASKS} and full.task_channels["segment_semantic"] == 8
+    assert set(full[0]) == {"image", *TASK_NAMES} and full.task_channels["segment_semantic"] == 8

@@ -3,32 +3,29 @@
 A sample is a dict of tensors (only the requested tasks' keys are present):
 
 - ``"image"``: float32 [3, H, W], normalised (see :data:`NORMALIZATIONS`).
-- ``"segment_semantic"``: int64 [H, W], class ids ``0..num_classes-1``, :data:`IGNORE_INDEX` (255) = ignore.
+- ``"segment_semantic"``: int64 [H, W], class ids ``0..num_classes-1``, ``adapmtl.tasks.IGNORE_INDEX`` (255) = ignore.
 - ``"normal"``: float32 [3, H, W], unit vectors in the camera frame; exactly (0, 0, 0) where invalid.
 - ``"depth_zbuffer"``: float32 [1, H, W], metres in [0, :data:`MAX_DEPTH`]; 0 = invalid.
 - ``"keypoints2d"``, ``"edge_texture"``: float32 [1, H, W] in [0, 1].
+
+The task facts (names, head channels, ignore label) live in :mod:`adapmtl.tasks`.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from adapmtl.errors import AdapMTLError
-
-IGNORE_INDEX = 255
-"""Segmentation label that losses and metrics ignore."""
+from adapmtl.tasks import IGNORE_INDEX, task_channels
 
 MAX_DEPTH = 1000.0
 """Largest depth a dataset file may hold, in metres. NYU-v2 stays under 10 m and Taskonomy's
 encoding under 128 m; a larger value comes from a wrong unit or a corrupt file, and values
 near float32's limit (3e38) make the depth loss infinite."""
-
-TASKS = ("segment_semantic", "normal", "depth_zbuffer", "keypoints2d", "edge_texture")
-"""Canonical task names, in a fixed order."""
 
 NORMALIZATIONS = ("imagenet", "bgr_mean", "unit")
 """Image normalisations.
@@ -68,10 +65,14 @@ def check_tasks(tasks: Sequence[str] | None, available: Sequence[str], where: st
     return tasks
 
 
-def task_channels(tasks: Sequence[str], num_classes: int) -> dict[str, int]:
-    """Output channels a model head needs per task (seg: ``num_classes``, normal: 3, others: 1)."""
-    table = {"segment_semantic": num_classes, "normal": 3, "depth_zbuffer": 1, "keypoints2d": 1, "edge_texture": 1}
-    return {t: table[t] for t in tasks}
+def config_root(data: Any) -> Path:
+    """``data.root`` of a run config's ``data:`` section, which a dataset read from a folder needs.
+
+    Raises :class:`DatasetError` naming the key if it is not set.
+    """
+    if data.root is None:
+        raise DatasetError(f"`data.root` is required for data.dataset={data.dataset!r} (the dataset's folder)")
+    return Path(data.root)
 
 
 def normalize_image(rgb: np.ndarray, mode: str) -> torch.Tensor:
@@ -230,10 +231,24 @@ class MultitaskDataset(torch.utils.data.Dataset):
     untransformed sample). The transform's random draw for item ``i`` comes from
     ``numpy.random.default_rng([seed, epoch, i])``: reproducible, independent of DataLoader workers;
     call :meth:`set_epoch` each epoch for fresh draws.
+
+    A dataset that a run config can name also sets ``metric_set`` (the ``adapmtl.tasks.METRIC_SETS``
+    key its tasks are scored with by default), implements :meth:`from_config`, and is registered
+    with ``@register_dataset(name)`` (see :mod:`adapmtl.data.registry`).
     """
 
     tasks: tuple[str, ...]
     num_classes: int
+    metric_set: ClassVar[str] = "nyuv2"
+
+    @classmethod
+    def from_config(cls, data: Any, split: str, transform: Transform | None, seed: int) -> "MultitaskDataset":
+        """The ``split`` (``"train"``, ``"val"``, ``"test"``) of this dataset as a run config's ``data:``
+        section (``adapmtl.engine.config.DataConfig``) describes it, with ``transform`` and ``seed``.
+
+        Raises :class:`DatasetError` if the section lacks what the dataset needs or its files are bad.
+        """
+        raise NotImplementedError(f"{cls.__name__} cannot be built from a run config")
 
     def __init__(self, transform: Transform | None, seed: int, normalize: str) -> None:
         if normalize not in NORMALIZATIONS:

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from adapmtl.data.base import IGNORE_INDEX, DatasetError, MultitaskDataset, dataset_root
+from adapmtl.data.base import DatasetError, MultitaskDataset, dataset_root
 from adapmtl.data.nyuv2 import ADASHARE_JSON, NYUv2, detect_nyuv2_format
 from adapmtl.data.taskonomy import SPLIT_FILE, Taskonomy
+from adapmtl.tasks import IGNORE_INDEX
+from adapmtl.tasks.normal import valid_normals
 
 
 @dataclass
@@ -20,7 +22,7 @@ class SplitStats:
     checked: int = 0
     sizes: set = field(default_factory=set)
     labels: set = field(default_factory=set)
-    ignored: float = 0.0  # fraction of seg pixels that are 255
+    ignored: float = 0.0  # fraction of seg pixels that are IGNORE_INDEX
     depth_range: tuple[float, float] = (np.inf, -np.inf)  # over valid pixels, metres
     depth_invalid: float = 0.0
     normal_invalid: float = 0.0
@@ -94,7 +96,7 @@ def _scan(dataset: MultitaskDataset, stats: SplitStats, problems: list[str], lim
                 lo, hi = min(lo, float(valid.min())), max(hi, float(valid.max()))
             depth_pixels, depth_invalid = depth_pixels + depth.size, depth_invalid + depth.size - valid.size
         if "normal" in sample:
-            bad = (sample["normal"].abs().sum(0) == 0).numpy()
+            bad = (~valid_normals(sample["normal"][None])[0]).numpy()
             normal_pixels, normal_invalid = normal_pixels + bad.size, normal_invalid + int(bad.sum())
     stats.depth_range = (lo, hi)
     stats.ignored = ignored / max(seg_pixels, 1)

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from adapmtl.data.base import (
-    IGNORE_INDEX,
     DatasetError,
     MultitaskDataset,
     Transform,
@@ -37,17 +36,19 @@ from adapmtl.data.base import (
     check_labels,
     check_same_size,
     check_tasks,
+    config_root,
     dataset_root,
     read_npy,
     read_png,
     to_sample,
     unit_normals,
 )
+from adapmtl.data.registry import register_dataset
+from adapmtl.tasks import DATASET_TASKS, IGNORE_INDEX, NYUV2_MTAN_CLASSES, SEGMENTATION_CLASSES
 
-NYU_TASKS = ("segment_semantic", "normal", "depth_zbuffer")
 ADASHARE_JSON = "nyu_v2_3task.json"
 SPLITS = ("train", "val", "test", "trainval")
-_NUM_CLASSES = {"adashare": 40, "mtan": 13}
+_NUM_CLASSES = {"adashare": SEGMENTATION_CLASSES["nyuv2"], "mtan": NYUV2_MTAN_CLASSES}
 
 
 def detect_nyuv2_format(root: Path) -> str:
@@ -122,6 +123,7 @@ def _mtan_entries(root: Path, split: str, val_fraction: float, split_seed: int) 
     return entries
 
 
+@register_dataset("nyuv2")
 class NYUv2(MultitaskDataset):
     """NYU-v2 (see module docstring for both formats, the val rule and the decodings).
 
@@ -138,6 +140,8 @@ class NYUv2(MultitaskDataset):
     Attributes: ``num_classes`` (40 AdaShare, 13 MTAN), ``task_channels``, ``format``, ``files``
     (per sample, its (img, seg, normal, depth) paths).
     """
+
+    metric_set = "nyuv2"
 
     def __init__(
         self,
@@ -159,10 +163,19 @@ class NYUv2(MultitaskDataset):
         if self.format not in _NUM_CLASSES:
             raise DatasetError(f"unknown NYU-v2 format {format!r}; expected 'auto', 'adashare' or 'mtan'")
         self.split = split
-        self.tasks = check_tasks(tasks, NYU_TASKS, "NYUv2")
+        self.tasks = check_tasks(tasks, DATASET_TASKS["nyuv2"], "NYUv2")
         self.num_classes = _NUM_CLASSES[self.format]
         read = _adashare_entries if self.format == "adashare" else _mtan_entries
         self.files = read(self.root, split, val_fraction, split_seed)
+
+    @classmethod
+    def from_config(cls, data: Any, split: str, transform: Transform | None, seed: int) -> "NYUv2":
+        """``data.root`` in ``data.format`` with ``data.tasks``; the val split is carved with ``seed``.
+
+        Raises DatasetError if ``data.root`` is not set or the folder is not a readable NYU-v2.
+        """
+        return cls(config_root(data), split, tasks=data.tasks, format=data.format, transform=transform,
+                   normalize=data.normalize, split_seed=seed, seed=seed)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -182,7 +195,7 @@ def _decode_adashare(key: str, path: Path) -> np.ndarray:
     if key == "image":
         return read_png(path, 3, "uint8")
     if key == "segment_semantic":
-        return check_labels(read_png(path, 1, "uint8"), 40, path)
+        return check_labels(read_png(path, 1, "uint8"), _NUM_CLASSES["adashare"], path)
     if key == "normal":
         raw = read_png(path, 3, "uint8")
         invalid = (raw == 255).all(axis=2)
@@ -199,9 +212,9 @@ def _decode_mtan(key: str, path: Path) -> np.ndarray:
     if key == "segment_semantic":
         labels = read_npy(path, ("HW", "HW1"))
         if not np.array_equal(labels, np.round(labels)):
-            raise DatasetError(f"{path}: non-integer labels; expected classes 0..12 or -1 (ignore)")
+            raise DatasetError(f"{path}: non-integer labels; expected classes 0..{_NUM_CLASSES['mtan'] - 1} or -1 (ignore)")
         labels = np.where(labels == -1, IGNORE_INDEX, labels)
-        return check_labels(labels, 13, path)
+        return check_labels(labels, _NUM_CLASSES["mtan"], path)
     if key == "normal":
         normal = read_npy(path, ("HW3",))
         if np.abs(normal).max() > 1.0 + 1e-3:

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from adapmtl.data.base import IGNORE_INDEX, denormalize_image
+from adapmtl.data.base import denormalize_image
+from adapmtl.tasks import IGNORE_INDEX
 
 _LABEL_COLOURS = np.array(
     [

@@ -23,12 +23,14 @@ so one (seed, index) gives the same room at any size.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from adapmtl.data.base import TASKS, DatasetError, MultitaskDataset, Transform, check_tasks, to_sample
+from adapmtl.data.base import DatasetError, MultitaskDataset, Transform, check_tasks, to_sample
+from adapmtl.data.registry import register_dataset
+from adapmtl.tasks import DATASET_TASKS, TASK_NAMES
 
 SCENE_CLASSES = ("floor", "wall", "ceiling", "cabinet", "table", "ball", "bin", "picture")
 """Class names of the synthetic scenes; a label is an index into this tuple."""
@@ -348,6 +350,7 @@ def render_scene(seed: int | Sequence[int], size: tuple[int, int] = (96, 128)) -
     }
 
 
+@register_dataset("synthetic")
 class SyntheticScenes(MultitaskDataset):
     """``n`` procedural indoor scenes (see module docstring), rendered on access; deterministic per seed.
 
@@ -363,6 +366,8 @@ class SyntheticScenes(MultitaskDataset):
 
     ``num_classes`` is ``len(SCENE_CLASSES)`` (8). Raises :class:`DatasetError` if ``n`` < 1.
     """
+
+    metric_set = "nyuv2"
 
     def __init__(
         self,
@@ -380,9 +385,24 @@ class SyntheticScenes(MultitaskDataset):
         self._cache: dict[int, dict[str, torch.Tensor]] | None = {} if cache else None
         self.n = int(n)
         self.size = (int(size[0]), int(size[1]))
-        self.tasks = check_tasks(tasks, TASKS, "SyntheticScenes")
+        self.tasks = check_tasks(tasks, TASK_NAMES, "SyntheticScenes")
         self.num_classes = len(SCENE_CLASSES)
         self.class_names = SCENE_CLASSES
+
+    @classmethod
+    def from_config(cls, data: Any, split: str, transform: Transform | None, seed: int) -> "SyntheticScenes":
+        """``data.synthetic_<split>`` scenes of ``data.synthetic_size``; by default NYU-v2's three tasks,
+        for which synthetic runs stand in. Each split draws its own scenes: seed ``3 * seed + k``
+        with k = 0, 1, 2 for train, val, test.
+
+        Raises DatasetError for another split or a bad task list.
+        """
+        offsets = {"train": 0, "val": 1, "test": 2}
+        if split not in offsets:
+            raise DatasetError(f"SyntheticScenes: unknown split {split!r}; expected one of {list(offsets)}")
+        return cls(getattr(data, f"synthetic_{split}"), data.synthetic_size, seed=seed * 3 + offsets[split],
+                   tasks=data.tasks or DATASET_TASKS["nyuv2"], transform=transform, normalize=data.normalize,
+                   cache=data.cache)
 
     def __len__(self) -> int:
         return self.n

@@ -31,26 +31,28 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from adapmtl.data.base import (
-    IGNORE_INDEX,
-    TASKS,
     DatasetError,
     MultitaskDataset,
     Transform,
     check_same_size,
     check_tasks,
+    config_root,
     dataset_root,
     read_png,
     to_sample,
     unit_normals,
 )
+from adapmtl.data.registry import register_dataset
+from adapmtl.tasks import DATASET_TASKS, IGNORE_INDEX, SEGMENTATION_CLASSES
 
-TASKONOMY_CLASSES = 17
+TASKONOMY_TASKS = DATASET_TASKS["taskonomy"]
+TASKONOMY_CLASSES = SEGMENTATION_CLASSES["taskonomy"]
 DEPTH_SCALE = 512.0
 DEPTH_INVALID = 64500
 KEYPOINT_RANGE = 0.005
@@ -149,6 +151,7 @@ def decode_taskonomy(task: str, path: Path, depth_path: Path | None = None) -> n
     return np.clip(raw.astype(np.float32) / 65536.0 / scale, 0.0, 1.0)
 
 
+@register_dataset("taskonomy")
 class Taskonomy(MultitaskDataset):
     """Tiny-Taskonomy, official layout (see module docstring for decodings and split files).
 
@@ -167,6 +170,8 @@ class Taskonomy(MultitaskDataset):
     (building, point, view)), ``skipped`` (number of samples dropped), ``missing_files``.
     """
 
+    metric_set = "taskonomy"
+
     def __init__(
         self,
         root: str | Path,
@@ -183,7 +188,7 @@ class Taskonomy(MultitaskDataset):
         if missing not in ("error", "skip"):
             raise DatasetError(f"missing must be 'error' or 'skip', got {missing!r}")
         self.split = split
-        self.tasks = check_tasks(tasks, TASKS, "Taskonomy")
+        self.tasks = check_tasks(tasks, TASKONOMY_TASKS, "Taskonomy")
         self.num_classes = TASKONOMY_CLASSES
         if buildings is None:
             if not (self.root / SPLIT_FILE).is_file():
@@ -223,12 +228,21 @@ class Taskonomy(MultitaskDataset):
             )
             raise DatasetError(f"{self.root}: split {split!r} (buildings {self.buildings}) has no samples: {why}")
 
+    @classmethod
+    def from_config(cls, data: Any, split: str, transform: Transform | None, seed: int) -> "Taskonomy":
+        """``data.root`` with ``data.tasks``, the buildings of ``data.buildings`` and ``data.missing``.
+
+        Raises DatasetError if ``data.root`` is not set or the split cannot be read.
+        """
+        return cls(config_root(data), split, tasks=data.tasks, buildings=data.buildings, missing=data.missing,
+                   transform=transform, normalize=data.normalize, seed=seed)
+
     def __len__(self) -> int:
         return len(self.samples)
 
     def load(self, index: int) -> dict[str, torch.Tensor]:
         building, point, view = self.samples[index]
-        paths = {d: domain_path(self.root, building, point, view, d) for d in ("rgb",) + TASKS}
+        paths = {d: domain_path(self.root, building, point, view, d) for d in ("rgb",) + TASKONOMY_TASKS}
         arrays = {"rgb": decode_taskonomy("rgb", paths["rgb"])}
         for task in self.tasks:
             arrays[task] = decode_taskonomy(task, paths[task], paths["depth_zbuffer"])

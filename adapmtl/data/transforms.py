@@ -13,17 +13,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adapmtl.data.base import IGNORE_INDEX, DatasetError
+from adapmtl.data.base import DatasetError
+from adapmtl.tasks import FILL_VALUES
 
-PAD_VALUES: Mapping[str, float] = {
-    "image": 0.0,  # the mean colour after normalisation
-    "segment_semantic": IGNORE_INDEX,
-    "normal": 0.0,  # the invalid normal
-    "depth_zbuffer": 0.0,  # invalid depth
-    "keypoints2d": 0.0,
-    "edge_texture": 0.0,
-}
-"""What padding holds per key: ignore/invalid for targets that have one, 0 otherwise."""
+PAD_VALUES: Mapping[str, float] = {"image": 0.0, **FILL_VALUES}  # image: the mean colour after normalisation
+"""What padding holds per key: each task's fill value (ignore/invalid for targets that have one, 0 otherwise)."""
 
 
 def _size(value: int | tuple[int, int]) -> tuple[int, int]:

@@ -8,10 +8,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from adapmtl.data.base import TASKS, DatasetError
+from adapmtl.data.base import DatasetError
 from adapmtl.data.nyuv2 import ADASHARE_JSON
 from adapmtl.data.synthetic import render_scene
-from adapmtl.data.taskonomy import SPLIT_FILE, domain_path, encode_taskonomy
+from adapmtl.data.taskonomy import SPLIT_FILE, TASKONOMY_TASKS, domain_path, encode_taskonomy
 
 FORMATS = ("nyuv2", "taskonomy")
 
@@ -86,7 +86,7 @@ def _write_taskonomy(root: Path, scenes, n: int, buildings: int) -> None:
     n_train, n_val, _ = _split_counts(count, (0.15, 0.15))
     for i, scene in enumerate(scenes):
         building = names[i * count // n]
-        for domain in ("rgb",) + TASKS:
+        for domain in ("rgb",) + TASKONOMY_TASKS:
             path = domain_path(root, building, str(i), "0", domain)
             path.parent.mkdir(parents=True, exist_ok=True)
             array = scene["image"] if domain == "rgb" else encode_taskonomy(domain, scene[domain])

@@ -17,48 +17,40 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from adapmtl.data import NYUv2, SyntheticScenes, Taskonomy
+from adapmtl.data import MultitaskDataset, dataset_class
 from adapmtl.data.transforms import EvalTransform, TrainTransform
 from adapmtl.engine.config import Config, ConfigError
 from adapmtl.errors import AdapMTLError
-from adapmtl.tasks import METRIC_SETS, Task, get_task
-
-SYNTHETIC_TASKS = ("segment_semantic", "normal", "depth_zbuffer")
+from adapmtl.tasks import METRIC_SETS, SegmentationTask, Task, get_task
 
 
-def build_dataset(config: Config, split: str) -> Dataset:
-    """The `split` ("train", "val", "test") of the configured dataset, with its transform."""
+def build_dataset(config: Config, split: str) -> MultitaskDataset:
+    """The `split` ("train", "val", "test") of the configured dataset, with its transform.
+
+    The dataset named by `data.dataset` builds itself from the `data:` section (its
+    `from_config`). Raises DatasetError for an unknown dataset name, a missing `data.root`
+    or unreadable data.
+    """
     data = config.data
     if split == "train":
         transform = TrainTransform(data.crop, data.scale, data.flip, data.resize_to) if data.crop else None
     else:
         transform = EvalTransform(data.eval_size) if data.eval_size else None
-    common = {"transform": transform, "normalize": data.normalize, "seed": config.seed}
-    if data.dataset == "synthetic":
-        sizes = {"train": data.synthetic_train, "val": data.synthetic_val, "test": data.synthetic_test}
-        offsets = {"train": 0, "val": 1, "test": 2}  # distinct scene streams per split
-        return SyntheticScenes(
-            sizes[split], data.synthetic_size, seed=config.seed * 3 + offsets[split],
-            tasks=data.tasks or SYNTHETIC_TASKS, transform=transform, normalize=data.normalize, cache=data.cache,
-        )
-    if data.root is None:
-        raise ConfigError(f"`data.root` is required for data.dataset={data.dataset!r} (the dataset's folder)")
-    if data.dataset == "nyuv2":
-        return NYUv2(data.root, split, tasks=data.tasks, format=data.format, split_seed=config.seed, **common)
-    return Taskonomy(data.root, split, tasks=data.tasks, buildings=data.buildings, missing=data.missing, **common)
+    return dataset_class(data.dataset).from_config(data, split, transform, config.seed)
 
 
-def build_tasks(config: Config, dataset: Dataset) -> dict[str, Task]:
+def build_tasks(config: Config, dataset: MultitaskDataset) -> dict[str, Task]:
     """{task: Task} for the dataset's tasks, with the configured metric set.
 
-    The metric set defaults to "taskonomy" for Taskonomy and "nyuv2" otherwise; a task
-    the set lacks (keypoints2d, edge_texture under "nyuv2") takes Taskonomy's metrics.
+    The metric set defaults to the dataset's own (`dataset.metric_set`: "taskonomy" for
+    Taskonomy, "nyuv2" otherwise); a task the set lacks (keypoints2d, edge_texture under
+    "nyuv2") takes Taskonomy's metrics.
     """
-    metric_set = config.data.metrics or ("taskonomy" if config.data.dataset == "taskonomy" else "nyuv2")
+    metric_set = config.data.metrics or dataset.metric_set
     tasks = {}
     for name in dataset.tasks:
         metrics = METRIC_SETS[metric_set].get(name) or METRIC_SETS["taskonomy"][name]
-        classes = dataset.num_classes if name == "segment_semantic" else None
+        classes = dataset.num_classes if name == SegmentationTask.name else None
         tasks[name] = get_task(name, list(metrics), num_classes=classes)
     return tasks
 

@@ -1,4 +1,5 @@
-"""Per-task losses, streaming metric accumulators and metric directions.
+"""Per-task losses, streaming metric accumulators and metric directions; the one home of task facts
+(canonical names, head channels, ignore label, each dataset's tasks, classes and metrics).
 
     from adapmtl.tasks import dataset_tasks
     tasks = dataset_tasks("nyuv2")           # {"segment_semantic": ..., "normal": ..., "depth_zbuffer": ...}
@@ -6,16 +7,31 @@
     acc = tasks["normal"].accumulator()      # update(pred, target) per batch, compute() at the end
 """
 from adapmtl.tasks.base import MetricAccumulator, Task, TaskError
-from adapmtl.tasks.catalog import METRIC_SETS, SEGMENTATION_CLASSES, TASK_NAMES, dataset_tasks, get_task
+from adapmtl.tasks.catalog import (
+    DATASET_TASKS,
+    FILL_VALUES,
+    METRIC_SETS,
+    NYUV2_MTAN_CLASSES,
+    SEGMENTATION_CLASSES,
+    TASK_CLASSES,
+    TASK_NAMES,
+    dataset_tasks,
+    get_task,
+    task_channels,
+)
 from adapmtl.tasks.dense import EdgesTask, KeypointsTask
 from adapmtl.tasks.depth import DepthTask
 from adapmtl.tasks.normal import NormalTask
 from adapmtl.tasks.segmentation import IGNORE_INDEX, SegmentationTask, miou
 
 __all__ = [
+    "DATASET_TASKS",
+    "FILL_VALUES",
     "IGNORE_INDEX",
     "METRIC_SETS",
+    "NYUV2_MTAN_CLASSES",
     "SEGMENTATION_CLASSES",
+    "TASK_CLASSES",
     "TASK_NAMES",
     "DepthTask",
     "EdgesTask",
@@ -28,4 +44,5 @@ __all__ = [
     "dataset_tasks",
     "get_task",
     "miou",
+    "task_channels",
 ]

@@ -51,10 +51,17 @@ class MetricAccumulator(ABC):
 
 
 class Task(ABC):
-    """One task: its loss, a fresh metric accumulator, and its metrics' directions."""
+    """One task: its loss, a fresh metric accumulator, and its metrics' directions.
+
+    A task's facts sit on its class: `name` (canonical), `supported_metrics`,
+    `out_channels` (a class attribute where it does not depend on the dataset) and
+    `fill_value`, what its target holds where it carries nothing (padding, ignored or
+    invalid pixels).
+    """
 
     name: ClassVar[str]
     supported_metrics: ClassVar[tuple[str, ...]]
+    fill_value: ClassVar[float]
     out_channels: int
 
     def __init__(self, metrics: str | Sequence[str]) -> None:

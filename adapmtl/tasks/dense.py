@@ -17,9 +17,11 @@ class _L1MapTask(Task):
     every pixel of the set (not a mean of per-batch means).
     """
 
+    out_channels = 1
+    fill_value = 0.0  # no keypoint / no edge
+
     def __init__(self, metrics: Sequence[str] | None = None) -> None:
         super().__init__(self.supported_metrics if metrics is None else metrics)
-        self.out_channels = 1
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
         return F.l1_loss(prepare(self.name, pred, target, 1, 1), target)

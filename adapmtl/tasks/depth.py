@@ -22,10 +22,11 @@ class DepthTask(Task):
 
     name = "depth_zbuffer"
     supported_metrics = ("abs_err", "rel_err", *DELTAS)
+    out_channels = 1
+    fill_value = 0.0  # invalid depth
 
     def __init__(self, metrics: Sequence[str] = ("abs_err", "rel_err", *DELTAS)) -> None:
         super().__init__(metrics)
-        self.out_channels = 1
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
         pred = prepare(self.name, pred, target, 1, 1)

@@ -33,10 +33,11 @@ class NormalTask(Task):
 
     name = "normal"
     supported_metrics = ("angle_mean", "angle_median", *WITHIN, "cosine_similarity")
+    out_channels = 3
+    fill_value = 0.0  # the invalid normal (0, 0, 0)
 
     def __init__(self, metrics: Sequence[str] = ("angle_mean", "angle_median", *WITHIN)) -> None:
         super().__init__(metrics)
-        self.out_channels = 3
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
         pred = prepare(self.name, pred, target, 3, 3)

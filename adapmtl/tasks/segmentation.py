@@ -10,6 +10,7 @@ from torch import Tensor
 from adapmtl.tasks.base import MetricAccumulator, Task, TaskError, as_float, prepare
 
 IGNORE_INDEX = 255
+"""The segmentation label that losses and metrics ignore (every dataset maps its unlabelled pixels to it)."""
 MiouOver = Literal["present", "all", "with_tp"]
 MIOU_CONVENTIONS: tuple[str, ...] = get_args(MiouOver)
 
@@ -30,6 +31,7 @@ class SegmentationTask(Task):
 
     name = "segment_semantic"
     supported_metrics = ("miou", "pixel_acc", "cross_entropy")
+    fill_value = IGNORE_INDEX
 
     def __init__(
         self,
