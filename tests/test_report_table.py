@@ -1,7 +1,7 @@
 """The paper-style comparison table from result dicts."""
 import pytest
 
-from adapmtl.report import comparison_rows, markdown_table
+from adapmtl.report import comparison_rows, format_cell, markdown_table
 
 
 def _result(miou, acc, depth, sparsity):
@@ -26,3 +26,17 @@ def test_undefined_delta_t_is_reported_not_raised():
     rows = comparison_rows({"dense": _result(0.0, 48.71, 0.5, 0.0), "x": _result(1.0, 50.0, 0.5, 0.9)}, "dense")
     assert rows[1]["ΔT"] is None and "is 0" in rows[1]["note"]
     assert "n/a" in markdown_table(rows)
+
+
+def test_one_cell_format_for_report_and_bench():
+    assert format_cell("ΔT seg", 1.5) == "+1.50" and format_cell("ΔT", -0.004) == "-0.00"
+    assert format_cell("seg miou", 45.5, std=14.142) == "45.50 ± 14.14"
+    assert format_cell("ΔT", 0.0, std=14.142) == "+0.00 ± 14.14"
+    assert format_cell("train iters", 100.0, digits=0) == "100" and format_cell("seeds", 2) == "2"
+    assert format_cell("ΔT", None, std=1.0) == "n/a"
+
+
+def test_chosen_columns_in_order_with_n_a_for_missing_keys():
+    table = markdown_table([{"run": "a", "x": 1.0, "y": 2.0}], columns=["y", "run", "z"])
+    assert table.splitlines() == ["| y | run | z |", "|---|---|---|", "| 2.00 | a | n/a |"]
+    assert markdown_table([], columns=["method", "ΔT"]) == "| method | ΔT |\n|---|---|"

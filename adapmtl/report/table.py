@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import html
 import io
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from adapmtl.metrics import MetricError, delta_t
 
@@ -46,26 +46,32 @@ def comparison_rows(results: Mapping[str, Mapping[str, Any]], baseline: str | No
     return rows
 
 
-def _cell(column: str, value: Any, digits: int) -> str:
+def format_cell(column: str, value: Any, digits: int = 2, std: float | None = None) -> str:
+    """One table cell: a float to `digits` decimals, signed (+/-) in ΔT columns so that gains read
+    as gains; with `std`, "value ± std" (a mean over seeds); None as "n/a"; anything else as str()."""
     if isinstance(value, float):
-        return f"{value:+.{digits}f}" if column.startswith("ΔT") else f"{value:.{digits}f}"
+        cell = f"{value:+.{digits}f}" if column.startswith("ΔT") else f"{value:.{digits}f}"
+        return cell if std is None else f"{cell} ± {std:.{digits}f}"
     return "n/a" if value is None else str(value)
 
 
-def _grid(rows: list[dict[str, Any]], digits: int, transpose: bool) -> tuple[list[str], list[list[str]]]:
-    """(header, body) of formatted cells: one row per run (columns: the union of keys, first-seen
-    order), or with `transpose`, one row per quantity and one column per run."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
+def _grid(rows: list[dict[str, Any]], digits: int, transpose: bool,
+          columns: Sequence[str] | None) -> tuple[list[str], list[list[str]]]:
+    """(header, body) of formatted cells: one row per run, or with `transpose`, one row per
+    quantity and one column per run; columns by default: the union of keys, first-seen order."""
+    columns = list(dict.fromkeys(key for row in rows for key in row)) if columns is None else list(columns)
     if transpose:
         header = ["", *(str(row.get("run", "")) for row in rows)]
-        return header, [[c, *(_cell(c, row.get(c), digits) for row in rows)] for c in columns if c != "run"]
-    return columns, [[_cell(c, row.get(c), digits) for c in columns] for row in rows]
+        return header, [[c, *(format_cell(c, row.get(c), digits) for row in rows)] for c in columns if c != "run"]
+    return columns, [[format_cell(c, row.get(c), digits) for c in columns] for row in rows]
 
 
-def markdown_table(rows: list[dict[str, Any]], digits: int = 2, transpose: bool = False) -> str:
-    """A Markdown table: one row per run (columns: the union of keys, first-seen order),
-    or with `transpose`, one row per quantity and one column per run (for terminals)."""
-    header, body = _grid(rows, digits, transpose)
+def markdown_table(rows: list[dict[str, Any]], digits: int = 2, transpose: bool = False,
+                   columns: Sequence[str] | None = None) -> str:
+    """A Markdown table: one row per run, or with `transpose`, one row per quantity and one column
+    per run (for terminals). `columns`: which keys to show, in order (default: the union of the
+    rows' keys, first-seen order; a key a row lacks shows "n/a"). Cells as `format_cell` writes them."""
+    header, body = _grid(rows, digits, transpose, columns)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines)
@@ -73,7 +79,7 @@ def markdown_table(rows: list[dict[str, Any]], digits: int = 2, transpose: bool 
 
 def html_table(rows: list[dict[str, Any]], digits: int = 2, transpose: bool = False) -> str:
     """The same table as an HTML <table> (cells escaped)."""
-    header, body = _grid(rows, digits, transpose)
+    header, body = _grid(rows, digits, transpose, None)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     lines = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in body)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{lines}</tbody></table>"
