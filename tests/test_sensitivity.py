@@ -5,7 +5,8 @@ import pytest
 
 from adapmtl.cli import main
 from adapmtl.engine.run_eval import evaluate_run
-from adapmtl.report import ReportError, read_sensitivity, sensitivity_sweep, write_report
+from adapmtl.experiments import sensitivity_sweep
+from adapmtl.report import ReportError, read_sensitivity, write_report
 from tests.report_helpers import runs  # noqa: F401  (a session fixture)
 
 

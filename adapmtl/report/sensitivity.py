@@ -1,11 +1,7 @@
-"""How much each task suffers when one component alone is pruned further (the paper's Figure 5).
+"""Saved sensitivity sweeps (the paper's Figure 5): the result, its JSON file and its figure.
 
-The sweep starts from the run's finalized model. For each fraction f, the f·n smallest-magnitude
-non-zero weights of the component (n of them; one ranking over all its prunable layers; ties by
-position) are set to zero, nothing is retrained, and the model is evaluated. The x axis is f, the
-share of the component's remaining weights removed; its total sparsity is then s0 + (1 − s0)·f,
-with s0 its sparsity in the run (for a dense run, f is the sparsity itself). Point f = 0 is the
-unpruned model, so it reproduces the run's own metrics exactly.
+`adapmtl.experiments.sensitivity_sweep` prunes and evaluates to make a `SensitivityResult`; this
+module only writes, reads and draws it, so the report never runs a model.
 """
 from __future__ import annotations
 
@@ -15,21 +11,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 from matplotlib.figure import Figure
 
-from adapmtl.metrics import HIGHER_IS_BETTER
 from adapmtl.report.plots import color_map, save_figure
-from adapmtl.report.runs import ReportError
-
-DEFAULT_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 @dataclass
 class SensitivityResult:
-    """One sweep: per point the fraction removed, the component's sparsity and every metric;
-    `normalised[task]`: the task's first metric relative to f = 0, oriented so 1 = unpruned and
-    lower = worse (value / base for higher-is-better metrics, base / value otherwise)."""
+    """One sweep of `component` of run folder `run` on `split`. Per point: `fractions` (share of the
+    component's remaining weights removed, 0..1), `sparsity` (the component's total sparsity, 0..1)
+    and `metrics` ({task: {metric: value}}). `primary[task]`: the task's first metric;
+    `normalised[task]`: it relative to the first point (f = 0, the unpruned model), oriented so
+    1 = unpruned and lower = worse (value / base for higher-is-better metrics, base / value otherwise)."""
 
     run: str
     component: str
@@ -47,57 +40,6 @@ class SensitivityResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SensitivityResult":
         return cls(**data)
-
-
-def _ratio(value: float, base: float, higher_is_better: bool) -> float:
-    numerator, denominator = (value, base) if higher_is_better else (base, value)
-    return numerator / denominator if denominator else math.nan
-
-
-def sensitivity_sweep(run_dir: str | Path, component: str, fractions: Sequence[float] = DEFAULT_FRACTIONS,
-                      split: str = "val") -> SensitivityResult:
-    """Prune `component` of a finished run's finalized model at each fraction (see the module doc),
-    evaluate on `split` ("val" or "test"), and return every point. Fractions must be increasing in [0, 1)."""
-    from adapmtl.engine.run_eval import run_evaluator  # evaluates as `adapmtl eval` does
-    from adapmtl.export import load_run_model
-    from adapmtl.sparsity import assign_components, prunable_layers
-
-    fractions = [float(f) for f in fractions]
-    if not fractions or any(not 0.0 <= f < 1.0 for f in fractions) or fractions != sorted(set(fractions)):
-        raise ReportError(f"fractions must be distinct, increasing and in [0, 1); got {fractions}")
-    if split not in ("val", "test"):
-        raise ReportError(f"split must be 'val' or 'test', got {split!r}")
-    run_dir = Path(run_dir)
-    model, _ = load_run_model(run_dir)
-    owner = assign_components(model, None)
-    if component not in set(owner.values()):
-        raise ReportError(f"{run_dir}: no component {component!r}; its components are {sorted(set(owner.values()))}")
-    layers = prunable_layers(model)
-    weights = [layers[name].weight for name, c in owner.items() if c == component]
-    original = [w.detach().clone() for w in weights]
-    flat = torch.cat([w.reshape(-1) for w in original])
-    nonzero = flat.nonzero().squeeze(1)
-    ranking = nonzero[flat[nonzero].abs().argsort(stable=True)]  # indices of the non-zeros, smallest first
-    base_sparsity = 1.0 - nonzero.numel() / flat.numel()
-
-    _, _, run_on_split = run_evaluator(run_dir, split)
-    points, sparsities = [], []
-    for fraction in fractions:
-        keep = torch.ones_like(flat, dtype=torch.bool)
-        keep[ranking[: round(fraction * ranking.numel())]] = False
-        with torch.no_grad():
-            start = 0
-            for weight, value in zip(weights, original):
-                weight.copy_(value * keep[start:start + value.numel()].view_as(value))
-                start += value.numel()
-        metrics, _ = run_on_split(model)
-        points.append(metrics)
-        sparsities.append(1.0 - int(keep[nonzero].sum()) / flat.numel())
-    primary = {task: next(iter(values)) for task, values in points[0].items()}
-    normalised = {task: [_ratio(p[task][m], points[0][task][m], HIGHER_IS_BETTER.get(m, True)) for p in points]
-                  for task, m in primary.items()}
-    return SensitivityResult(str(run_dir), component, split, base_sparsity, fractions, sparsities, points, primary,
-                             normalised)
 
 
 def sensitivity_figure(results: Sequence[SensitivityResult]) -> Figure:
