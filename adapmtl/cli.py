@@ -218,7 +218,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. bench.seeds=[0] train.steps=100")
 
     def run(args: argparse.Namespace) -> int:
-        from adapmtl.bench import load_bench, run_bench, write_outputs
+        from adapmtl.experiments import load_bench, run_bench, write_outputs
 
         bench = load_bench(args.config, args.overrides)
         args.interrupt_hint = "run the same command again: finished runs are skipped, the interrupted one resumed"
@@ -271,7 +271,8 @@ def _add_sensitivity(subparsers: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
         from pathlib import Path
 
-        from adapmtl.report.sensitivity import DEFAULT_FRACTIONS, sensitivity_sweep, write_sensitivity
+        from adapmtl.experiments import DEFAULT_FRACTIONS, sensitivity_sweep
+        from adapmtl.report import write_sensitivity
 
         for component in args.component:
             result = sensitivity_sweep(args.run_dir, component, args.fractions or DEFAULT_FRACTIONS, args.split)

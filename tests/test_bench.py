@@ -4,7 +4,7 @@ import json
 import pytest
 import yaml
 
-from adapmtl.bench import aggregate, load_bench, run_bench, write_outputs
+from adapmtl.experiments import aggregate, load_bench, run_bench, write_outputs
 from adapmtl.cli import main
 from adapmtl.engine import ConfigError, train
 from tests.engine_helpers import TINY
