@@ -47,3 +47,13 @@ def test_sensitivity_cli_writes_what_the_report_shows(runs, tmp_path, capsys):
     assert [r.component for r in read_sensitivity(run_copy)] == ["backbone"]
     files = write_report([run_copy], tmp_path / "out")
     assert "run_sensitivity_backbone.png" in {p.name for p in files.figures}
+
+
+def test_a_damaged_sweep_file_is_named(tmp_path):
+    (tmp_path / "sensitivity").mkdir()
+    (tmp_path / "sensitivity" / "backbone.json").write_text('{"run": "r", "component": "backbone"')
+    with pytest.raises(ReportError, match=r"backbone.json is not a saved sensitivity sweep"):
+        read_sensitivity(tmp_path)
+    (tmp_path / "sensitivity" / "backbone.json").write_text('{"run": "r"}')
+    with pytest.raises(ReportError, match=r"backbone.json is not a saved sensitivity sweep"):
+        read_sensitivity(tmp_path)

@@ -35,6 +35,7 @@ def aggregate(bench: Bench) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
     Each run is compared (comparison_rows) with the dense run of its own seed; a seed whose
     dense run is missing is left out. Rows carry `seeds` (how many were averaged); ΔT and
     sparsities are in %, metrics in their units. Runs: {method, target, seed, run_dir, result}.
+    Raises RunDirError if a run's result.json is damaged.
     """
     runs, per_seed_rows = [], {}
     results = {r: result for r in bench.runs() if (result := RunDir(r.run_dir).result()) is not None}
@@ -108,7 +109,8 @@ def headline(rows: list[dict[str, Any]]) -> str:
 
 def write_outputs(bench: Bench) -> dict[str, Any]:
     """Aggregate the finished runs and write bench.md, bench.csv, bench.json into the bench's
-    out_dir (created if needed); returns the JSON content (with `missing`: the unfinished runs)."""
+    out_dir (created if needed); returns the JSON content (with `missing`: the unfinished runs).
+    Raises RunDirError if a run's result.json is damaged, OSError if out_dir cannot be written."""
     runs, rows = aggregate(bench)
     out = bench.out_dir
     out.mkdir(parents=True, exist_ok=True)

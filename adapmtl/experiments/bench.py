@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from adapmtl.engine.config import ConfigError, apply_overrides, read_yaml, validate_config
+from adapmtl.engine.config import Config, ConfigError, apply_overrides, read_yaml, validate_config
 from adapmtl.engine.rundir import RunDir
 from adapmtl.engine.trainer import resume, train
 from adapmtl.experiments.aggregate import BASELINE, write_outputs
@@ -100,8 +100,9 @@ class Bench:
                          for s in self.section.seeds]
         return runs
 
-    def config(self, run: BenchRun):
-        """The engine config of one run: the shared one with the run's method, target and seed."""
+    def config(self, run: BenchRun) -> Config:
+        """The engine config of one run: the shared one with the run's method, target and seed.
+        Raises ConfigError if that config is invalid (naming the run)."""
         raw = json.loads(json.dumps(self.base))
         accepted = METHODS[run.method].options_type.model_fields
         shared = {k: v for k, v in (raw.get("method") or {}).items() if k in accepted}
@@ -113,7 +114,12 @@ class Bench:
 
 def load_bench(path: str | Path, overrides: Sequence[str] = ()) -> Bench:
     """Read a bench file (a path or a preset name such as `bench_synthetic`) with key=value
-    overrides (`bench.seeds=[0]`, `train.steps=100`); every run's config is validated now."""
+    overrides (`bench.seeds=[0]`, `train.steps=100`); every run's config is validated now.
+
+    Raises ConfigError if the file is missing or has no `bench` section, a key of it is invalid
+    (unknown method, a target outside (0, 1), ...), a `method` option belongs to no benched
+    method, or a run's config is invalid; the message names the file and the key.
+    """
     path, raw = read_yaml(path)
     raw = apply_overrides(raw, overrides)
     if not isinstance(raw, dict) or "bench" not in raw:
@@ -136,7 +142,9 @@ def load_bench(path: str | Path, overrides: Sequence[str] = ()) -> Bench:
 
 def run_bench(bench: Bench, echo: Callable[[str], None] = partial(print, flush=True)) -> dict[str, Any]:
     """Run every missing run of `bench` (finished ones are skipped, interrupted ones resumed),
-    then write bench.md, bench.csv and bench.json to its out_dir; returns the JSON content."""
+    then write bench.md, bench.csv and bench.json to its out_dir; returns the JSON content
+    (see `write_outputs`). `echo` gets one progress line per run. Errors of a run (a bad dataset,
+    a non-finite loss, ...) propagate as `train` raises them; the finished runs stay finished."""
     runs = bench.runs()
     if bench.section.threads:
         torch.set_num_threads(bench.section.threads)

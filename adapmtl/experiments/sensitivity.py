@@ -38,7 +38,8 @@ def sensitivity_sweep(run_dir: str | Path, component: str, fractions: Sequence[f
     evaluate on `split` ("val" or "test") as `adapmtl eval` does, and return every point.
 
     Raises ReportError if the fractions are not distinct, increasing and in [0, 1), if `split` is
-    neither "val" nor "test", or if the model has no component `component`.
+    neither "val" nor "test", or if the model has no component `component`; RunDirError if
+    `run_dir` is not a finished run or its model file is damaged.
     """
     fractions = [float(f) for f in fractions]
     if not fractions or any(not 0.0 <= f < 1.0 for f in fractions) or fractions != sorted(set(fractions)):

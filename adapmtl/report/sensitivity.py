@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from matplotlib.figure import Figure
 
 from adapmtl.report.plots import color_map, save_figure
+from adapmtl.report.runs import ReportError
 
 
 @dataclass
@@ -70,7 +71,8 @@ def sensitivity_figure(results: Sequence[SensitivityResult]) -> Figure:
 
 
 def write_sensitivity(result: SensitivityResult, out_dir: str | Path) -> list[Path]:
-    """Write `<component>.json` and the figure (`<component>.png`, `.svg`) into `out_dir`."""
+    """Write `<component>.json` and the figure (`<component>.png`, `.svg`) into `out_dir` (created
+    if needed); returns the three paths. Raises OSError if `out_dir` cannot be written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{result.component}.json"
@@ -79,6 +81,13 @@ def write_sensitivity(result: SensitivityResult, out_dir: str | Path) -> list[Pa
 
 
 def read_sensitivity(run_dir: str | Path) -> list[SensitivityResult]:
-    """The sweeps saved under `run_dir`/sensitivity (by `adapmtl sensitivity`), in name order."""
-    folder = Path(run_dir) / "sensitivity"
-    return [SensitivityResult.from_dict(json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))]
+    """The sweeps saved under `run_dir`/sensitivity (by `adapmtl sensitivity`), in name order; none
+    when the folder is missing. Raises ReportError naming the file if a sweep file is damaged."""
+    results = []
+    for path in sorted((Path(run_dir) / "sensitivity").glob("*.json")):
+        try:
+            results.append(SensitivityResult.from_dict(json.loads(path.read_text())))
+        except (ValueError, TypeError) as error:  # not JSON, or not a sweep's fields
+            raise ReportError(f"{path} is not a saved sensitivity sweep ({error}); run `adapmtl sensitivity` "
+                              "again to rewrite it") from None
+    return results
