@@ -1,58 +1,27 @@
-"""Task-loss weighting strategies: L = Σ_t w_t · L_t, with w_t detached.
-
-Strategies are interchangeable classes picked by name (`create_weighting`), as in
-LibMTL. They see only the per-task loss values of each step (under data-parallel
-training: the all-reduced ones), so every rank computes the same weights.
-"""
+"""The paper's adaptive weighting: tasks whose loss moves more under pruning get more weight."""
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
 from collections import deque
 from typing import Any, Mapping, Sequence
 
-from adapmtl.errors import AdapMTLError
+from adapmtl.weighting.base import TaskWeighting, WeightingError, register_weighting
 
 PAPER_STEPS, PAPER_BEGIN, PAPER_WINDOW = 20_000, 5_000, 500
 
-
-class WeightingError(AdapMTLError, ValueError):
-    """A weighting strategy was asked for with an unknown name or impossible settings."""
-
-
-class TaskWeighting(ABC):
-    """Gives each task's loss a weight; `update` with each step's loss values."""
-
-    name: str
-
-    def __init__(self, tasks: Sequence[str]) -> None:
-        if not tasks:
-            raise WeightingError("a weighting needs at least one task")
-        self.tasks = tuple(tasks)
-
-    @abstractmethod
-    def weights(self) -> dict[str, float]:
-        """The current weight of every task (they sum to the number of tasks)."""
-
-    def update(self, losses: Mapping[str, float]) -> None:
-        """Record this step's loss value of every task (plain floats)."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+FLOAT32_TINY = 1.1754943508222875e-38
+"""float32's smallest normal number: task losses are float32, and one below it has underflowed."""
 
 
-class EqualWeighting(TaskWeighting):
-    """w_t = 1 for every task: the plain sum of task losses."""
+def informative(loss: float) -> bool:
+    """Whether a task loss can enter the ratio rule: finite and at least `FLOAT32_TINY`.
 
-    name = "equal"
+    0 is what every task's loss is for a batch with no valid pixel (see `adapmtl.tasks`).
+    """
+    return math.isfinite(loss) and loss >= FLOAT32_TINY
 
-    def weights(self) -> dict[str, float]:
-        return {t: 1.0 for t in self.tasks}
 
-
+@register_weighting
 class AdaptiveWeighting(TaskWeighting):
     """The paper's adaptive weighting mechanism (AdapMTL, Xiang et al., ACM MM 2024): tasks whose
     loss moves more (less robust to the ongoing pruning) get more weight.
@@ -73,9 +42,11 @@ class AdaptiveWeighting(TaskWeighting):
     """
 
     name = "adaptive"
+    options = ("begin", "window")
 
     def __init__(self, tasks: Sequence[str], total_steps: int, begin: int | None = None, window: int | None = None) -> None:
-        super().__init__(tasks)
+        """Raises WeightingError if `tasks` is empty, `begin` < 0 or `window` < 1."""
+        super().__init__(tasks, total_steps)
         scale = total_steps / PAPER_STEPS
         self.begin = round(PAPER_BEGIN * scale) if begin is None else int(begin)
         self.window = max(1, round(PAPER_WINDOW * scale)) if window is None else int(window)
@@ -120,29 +91,3 @@ class AdaptiveWeighting(TaskWeighting):
         self.history = {t: deque(state["history"][t], maxlen=self.window) for t in self.tasks}
         self._weights = dict(state["weights"])
 
-
-FLOAT32_TINY = 1.1754943508222875e-38
-"""float32's smallest normal number: task losses are float32, and one below it has underflowed."""
-
-
-def informative(loss: float) -> bool:
-    """Whether a task loss can enter the ratio rule: finite and at least `FLOAT32_TINY`.
-
-    0 is what every task's loss is for a batch with no valid pixel (see `adapmtl.tasks`).
-    """
-    return math.isfinite(loss) and loss >= FLOAT32_TINY
-
-
-WEIGHTINGS = {cls.name: cls for cls in (EqualWeighting, AdaptiveWeighting)}
-
-
-def create_weighting(name: str, tasks: Sequence[str], total_steps: int, **options: Any) -> TaskWeighting:
-    """The weighting strategy `name` ("adaptive" or "equal") for `tasks`."""
-    if name not in WEIGHTINGS:
-        raise WeightingError(f"unknown weighting {name!r}; expected one of {sorted(WEIGHTINGS)}")
-    if name == "adaptive":
-        return AdaptiveWeighting(tasks, total_steps, **options)
-    given = {k: v for k, v in options.items() if v is not None}
-    if given:
-        raise WeightingError(f"weighting {name!r} takes no options, got {given}")
-    return WEIGHTINGS[name](tasks)

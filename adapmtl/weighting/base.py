@@ -1,0 +1,81 @@
+"""What every task weighting shares: the `TaskWeighting` interface, its registry, `create_weighting`."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Mapping, Sequence, TypeVar
+
+from adapmtl.errors import AdapMTLError
+
+
+class WeightingError(AdapMTLError, ValueError):
+    """A weighting strategy was asked for with an unknown name or impossible settings."""
+
+
+class TaskWeighting(ABC):
+    """Gives each task's loss a weight; `update` with each step's loss values.
+
+    `name`: what `create_weighting` and the config's `method.weighting` call it.
+    `options`: the keyword options the constructor takes after (tasks, total_steps);
+    `create_weighting` passes on those given and refuses any other.
+    """
+
+    name: ClassVar[str]
+    options: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, tasks: Sequence[str], total_steps: int) -> None:
+        """tasks: the task names, in order; total_steps: the run's length in optimizer steps.
+
+        Raises WeightingError if `tasks` is empty.
+        """
+        if not tasks:
+            raise WeightingError("a weighting needs at least one task")
+        self.tasks = tuple(tasks)
+        self.total_steps = total_steps
+
+    @abstractmethod
+    def weights(self) -> dict[str, float]:
+        """The current weight of every task (they sum to the number of tasks)."""
+
+    def update(self, losses: Mapping[str, float]) -> None:
+        """Record this step's loss value of every task (plain floats)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+WEIGHTINGS: dict[str, type[TaskWeighting]] = {}
+"""Every registered weighting class by its name, in registration order."""
+
+W = TypeVar("W", bound=type[TaskWeighting])
+
+
+def register_weighting(cls: W) -> W:
+    """Class decorator: make `cls` available by `cls.name` (`create_weighting`, config `method.weighting`).
+
+    Raises WeightingError if the name is taken by another class.
+    """
+    if cls.name in WEIGHTINGS and WEIGHTINGS[cls.name] is not cls:
+        raise WeightingError(f"a weighting named {cls.name!r} is already registered ({WEIGHTINGS[cls.name].__qualname__})")
+    WEIGHTINGS[cls.name] = cls
+    return cls
+
+
+def create_weighting(name: str, tasks: Sequence[str], total_steps: int, **options: Any) -> TaskWeighting:
+    """The weighting strategy `name` (see `WEIGHTINGS`: "adaptive", "equal", ...) for `tasks`, in a
+    run of `total_steps` optimizer steps. `options` set to None count as not given.
+
+    Raises WeightingError for an unknown name, or an option the strategy does not take
+    (each declares its own in `options`).
+    """
+    if name not in WEIGHTINGS:
+        raise WeightingError(f"unknown weighting {name!r}; expected one of {sorted(WEIGHTINGS)}")
+    cls = WEIGHTINGS[name]
+    given = {k: v for k, v in options.items() if v is not None}
+    foreign = {k: v for k, v in given.items() if k not in cls.options}
+    if foreign:
+        takes = f"takes only {list(cls.options)}" if cls.options else "takes no options"
+        raise WeightingError(f"weighting {name!r} {takes}, got {foreign}")
+    return cls(tasks, total_steps, **given)
