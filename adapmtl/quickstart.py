@@ -5,12 +5,11 @@ with the same budget, evaluates both on the test split, and prints the paper's t
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 from adapmtl.engine import load_config, resume, train
-from adapmtl.engine.trainer import LAST, RESULT_FILE
+from adapmtl.engine.rundir import RunDir
 from adapmtl.report import comparison_rows, markdown_table
 
 
@@ -20,11 +19,12 @@ def quickstart(out_dir: str | Path = "runs/quickstart", overrides: Sequence[str]
     results = {}
     for method in ("dense", "adapmtl"):
         run_dir = out_dir / method
-        if (run_dir / RESULT_FILE).is_file():
+        folder = RunDir(run_dir)
+        if folder.finished:
             echo(f"{method}: finished run found in {run_dir}, reusing it")
-            results[method] = json.loads((run_dir / RESULT_FILE).read_text())
+            results[method] = folder.result()
             continue
-        if (run_dir / LAST).is_file():
+        if folder.last.is_file():
             echo(f"{method}: resuming the interrupted run in {run_dir}")
             results[method] = resume(run_dir)
             continue
@@ -35,7 +35,7 @@ def quickstart(out_dir: str | Path = "runs/quickstart", overrides: Sequence[str]
     summary = (
         f"\nTest split, synthetic scenes; ΔT in % against the dense model (positive = better).\n\n{table}\n\n"
         f"Run folders: {out_dir / 'dense'}, {out_dir / 'adapmtl'}; the finalized sparse model: "
-        f"{out_dir / 'adapmtl' / 'model.safetensors'}"
+        f"{RunDir(out_dir / 'adapmtl').model_file}"
     )
     (out_dir / "table.md").write_text(table + "\n")
     echo(summary)

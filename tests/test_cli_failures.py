@@ -76,3 +76,57 @@ def test_ctrl_c_during_training_says_how_to_continue(tmp_path):
     assert process.returncode == 130
     assert _one_line(err) == (f"adapmtl train: interrupted; `adapmtl train --resume {run}` continues exactly from "
                               "its last checkpoint (train.checkpoint_every; none if it stopped before the first)")
+
+
+def _finished_run(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--config", "quickstart", "--run-dir", str(run), *TINY, "train.steps=4"]) == 0
+    return run
+
+
+def test_a_truncated_model_file_is_one_line_under_eval_and_init_from(tmp_path, capsys):
+    run = _finished_run(tmp_path)
+    model = run / "model.safetensors"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 2
+    assert f"{model} is damaged or not a safetensors file" in _one_line(capsys.readouterr().err)
+    assert main(["train", "--config", "quickstart", "--run-dir", str(tmp_path / "next"), *TINY,
+                 f"train.init_from={run}"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "`train.init_from`" in line and f"{model} is damaged" in line
+    assert not (tmp_path / "next").exists()
+
+
+def test_export_and_compile_name_what_is_missing(tmp_path, capsys):
+    for command in (["export", "--format", "dense"], ["compile", "--rounds", "1"]):
+        assert main([command[0], str(tmp_path / "nowhere"), *command[1:]]) == 2
+        assert f"run folder {tmp_path / 'nowhere'} does not exist" in _one_line(capsys.readouterr().err)
+    assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert _one_line(capsys.readouterr().err) == f"adapmtl train: error: run folder {tmp_path / 'nowhere'} does not exist"
+
+
+def test_a_full_disk_while_saving_names_the_file(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    monkeypatch.setattr("adapmtl.files.os.fdopen", lambda fd, mode: _FullFile(fd))
+    assert main(["train", "--config", "quickstart", "--run-dir", str(run), *TINY]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line == f"adapmtl train: error: the disk is full (writing {run / 'config.yaml'}); free some space and run " \
+                   "the command again"
+    assert not list(run.glob(".*.tmp"))  # the temporary file is gone
+
+
+class _FullFile:
+    """A file whose writes fail as on a full disk."""
+
+    def __init__(self, fd):
+        os.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")

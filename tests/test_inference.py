@@ -127,5 +127,7 @@ def test_compile_cli_times_a_finished_run_and_saves_a_reusable_plan(runs, tmp_pa
     with torch.no_grad():
         expected, got = model(x), compile_sparse(model, x, plan=plan)(x)
     assert all(torch.allclose(got[t], expected[t], atol=1e-4, rtol=1e-4) for t in expected)
-    assert main(["compile", str(tmp_path), "--rounds", "1"]) == 2  # not a finished run
-    assert "has not finished" in capsys.readouterr().err
+    assert main(["compile", str(tmp_path), "--rounds", "1"]) == 2  # a folder, but not a run
+    assert f"{tmp_path} is not a run folder (it has no config.yaml)" in capsys.readouterr().err
+    assert main(["compile", str(tmp_path / "nowhere"), "--rounds", "1"]) == 2
+    assert f"run folder {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,6 +19,7 @@ import torch
 from torch import nn
 
 from adapmtl.errors import AdapMTLError
+from adapmtl.files import write_atomic
 
 MAGIC = b"ADAPMTL-CHECKPOINT-1\n"
 DIGEST_SIZE = 32  # SHA-256
@@ -37,34 +36,6 @@ class CheckpointError(AdapMTLError, ValueError):
 
 class UnverifiedCheckpointWarning(UserWarning):
     """A checkpoint written before checkpoints carried a checksum: it loads, unverified."""
-
-
-def write_atomic(path: str | Path, *chunks: bytes | memoryview) -> None:
-    """Write `chunks` to a temporary `.NAME.*.tmp` file next to `path`, fsync, then rename it
-    over `path`. A process killed midway leaves `path` as it was, and the temporary file
-    (which `remove_temporaries` deletes on the run's next start)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            for chunk in chunks:
-                file.write(chunk)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def remove_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the temporary files `write_atomic` left in `folder` when its process was killed;
-    returns them. Only safe while no other process writes there (hold the run folder's lock)."""
-    stale = sorted(Path(folder).glob(".*.tmp"))
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -109,7 +80,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path) -> None:
-    """`model.load_state_dict(state)`, where `state` comes from the checkpoint at `path`.
+    """`model.load_state_dict(state)`, where `state` comes from the file at `path` (a checkpoint or model file).
 
     Raises CheckpointError naming `path` and the first mismatched entries when the state
     does not fit the model (another architecture, width, task set or method); the model is

@@ -209,8 +209,3 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
     if config.name is None and path is not None:
         config.name = f"{Path(path).stem}_{config.method.name}"
     return config
-
-
-def save_config(config: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML (every field, defaults included)."""
-    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -10,9 +10,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from adapmtl.engine.checkpoint import write_atomic
+from adapmtl.engine.rundir import RunDir
+from adapmtl.files import write_atomic
 
-LOG_FILE = "log.jsonl"
 
 
 def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -21,7 +21,7 @@ def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
     A last line without its newline (the process was killed while appending it) is
     skipped. Raises json.JSONDecodeError for any other damaged line.
     """
-    path = Path(run_dir) / LOG_FILE
+    path = RunDir(run_dir).log_file
     if not path.is_file():
         return []
     lines = path.read_text().split("\n")  # the part after the last newline is a torn record, or ""
@@ -46,14 +46,14 @@ class RunLogger:
     """
 
     def __init__(self, run_dir: Path, start: int = 0, tensorboard: bool = True) -> None:
-        self.path = run_dir / LOG_FILE
+        self.path = RunDir(run_dir).log_file
         kept = [r for r in read_log(run_dir) if r.get("step", 0) <= start]
         write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode())
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
 
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start + 1 if start else None)
+            self.writer = SummaryWriter(str(RunDir(run_dir).tensorboard_dir), purge_step=start + 1 if start else None)
 
     def log(self, record: Mapping[str, Any]) -> None:
         """Write one record; its flat numeric entries (nested dicts flattened with '/') go to TensorBoard."""

@@ -7,14 +7,13 @@ from typing import Any, Callable
 from torch import nn
 from torch.utils.data import Dataset
 
-from safetensors.torch import load_file
-
-from adapmtl.engine.checkpoint import CheckpointError, load_checkpoint
-from adapmtl.engine.config import Config, ConfigError, load_config
+from adapmtl.engine.checkpoint import load_checkpoint, load_model_state
+from adapmtl.engine.config import Config, ConfigError
 from adapmtl.engine.data import build_dataset, build_tasks, eval_loader
 from adapmtl.engine.distributed import setup
 from adapmtl.engine.evaluate import evaluate
-from adapmtl.engine.trainer import BEST, CONFIG_FILE, LAST, MODEL_FILE, _autocast, build_model
+from adapmtl.engine.rundir import RunDir, read_state
+from adapmtl.engine.trainer import _autocast, build_model
 from adapmtl.methods import create_method
 from adapmtl.sparsity import sparsity_report
 
@@ -27,20 +26,22 @@ def evaluate_run(run_dir: str | Path, split: str = "test", which: str = "final")
     which: "final" (the finalized model.safetensors), "best" (the selected
     checkpoint, before finalize) or "last" (the last checkpoint). Returns
     {"metrics": {task: {metric: value}}, "loss": {task: value}, "sparsity": overall}.
+
+    Raises RunDirError (no such run, not finished, damaged model file), CheckpointError
+    (a damaged or unfitting checkpoint) or ConfigError (bad split or which).
     """
-    run_dir = Path(run_dir)
+    folder = RunDir(run_dir)
     if which not in WHICH:
         raise ConfigError(f"which must be one of {WHICH}, got {which!r}")
-    config, dataset, run_on_split = run_evaluator(run_dir, split)
+    config, dataset, run_on_split = run_evaluator(folder.path, split)
     model = build_model(config, dataset.task_channels)
     if which == "final":
-        path = run_dir / MODEL_FILE
-        if not path.is_file():
-            raise CheckpointError(f"{path} does not exist: the run has not finished; try which='last'")
-        model.load_state_dict(load_file(str(path)))
+        folder.require_finished()
+        load_model_state(model, read_state(folder.model_file), folder.model_file)
     else:
         create_method(config.method, config.train.steps).prepare(model)  # same parametrization as in training
-        model.load_state_dict(load_checkpoint(run_dir / (BEST if which == "best" else LAST))["model"])
+        path = folder.best if which == "best" else folder.last
+        load_model_state(model, load_checkpoint(path)["model"], path)
     metrics, losses = run_on_split(model)
     return {"metrics": metrics, "loss": losses, "sparsity": sparsity_report(model).overall}
 
@@ -49,12 +50,9 @@ def run_evaluator(run_dir: str | Path, split: str) -> tuple[Config, Dataset, Cal
     """(config, dataset, evaluate) for a run's `split`, as the run itself evaluates:
     `evaluate(model)` moves the model to the run's device and returns
     ({task: {metric: value}}, {task: mean loss}) at the run's precision."""
-    run_dir = Path(run_dir)
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test, got {split!r}")
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no {CONFIG_FILE})")
-    config = load_config(run_dir / CONFIG_FILE)
+    config = RunDir(run_dir).config()
     env = setup(config.train.device, config.train.dist_timeout)
     dataset = build_dataset(config, split)
     tasks = build_tasks(config, dataset)

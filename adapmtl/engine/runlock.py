@@ -10,11 +10,11 @@ from typing import Iterator
 
 import torch
 
-from adapmtl.engine.checkpoint import remove_temporaries
 from adapmtl.engine.distributed import Distributed, all_reduce_sum
+from adapmtl.engine.rundir import RunDir
 from adapmtl.errors import AdapMTLError
+from adapmtl.files import remove_temporaries
 
-LOCK_FILE = ".lock"
 
 
 class RunFolderBusyError(AdapMTLError, RuntimeError):
@@ -37,12 +37,12 @@ def lock_run_dir(run_dir: str | Path, env: Distributed) -> Iterator[None]:
     lock, holder = None, ""
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(run_dir / LOCK_FILE, "a+")
+        lock = open(RunDir(run_dir).lock_file, "a+")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.close()
-            lock, holder = None, (run_dir / LOCK_FILE).read_text().strip()
+            lock, holder = None, (RunDir(run_dir).lock_file).read_text().strip()
     busy = all_reduce_sum(torch.tensor([float(env.is_main and lock is None)], device=env.device), env).item()
     if busy:
         where = f" ({holder})" if holder else ""

@@ -8,7 +8,6 @@ selection, checkpoints, and at the end finalize + test evaluation.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from contextlib import nullcontext
@@ -18,28 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_bytes
 from torch import nn
 from tqdm import tqdm
 
 import adapmtl.sparsity as sparsity
 from adapmtl.engine.checkpoint import (CheckpointError, config_differences, load_checkpoint, load_model_state,
-                                      rng_state, save_atomic, set_rng_state, write_atomic)
-from adapmtl.engine.config import Config, ConfigError, load_config, save_config
+                                      rng_state, save_atomic, set_rng_state)
+from adapmtl.engine.config import Config, ConfigError
 from adapmtl.engine.data import build_dataset, build_tasks, eval_loader, train_loader
 from adapmtl.engine.distributed import Distributed, all_reduce_mean, all_reduce_sum, barrier, collectives, setup
 from adapmtl.engine.evaluate import evaluate, move
 from adapmtl.engine.logger import RunLogger, run_warnings
+from adapmtl.engine.rundir import RunDir, RunDirError, read_state
 from adapmtl.engine.runlock import lock_run_dir
 from adapmtl.errors import AdapMTLError
 from adapmtl.methods import Method, MethodContext, create_method
-from adapmtl.models import create_model
+from adapmtl.models.spec import ModelSpec
 from adapmtl.weighting import TaskWeighting, create_weighting
-
-CONFIG_FILE, RESULT_FILE, MODEL_FILE = "config.yaml", "result.json", "model.safetensors"
-LAST, BEST = "checkpoints/last.pt", "checkpoints/best.pt"
-
 
 class NonFiniteLossError(AdapMTLError, RuntimeError):
     """A task loss became NaN or infinite; the run stopped before applying that step."""
@@ -65,34 +59,42 @@ class Run:
     step: int = 0
     best: dict[str, Any] = field(default_factory=lambda: {"step": None, "val_loss": math.inf})
 
+    @property
+    def folder(self) -> RunDir:
+        return RunDir(self.run_dir)
+
+    @property
+    def spec(self) -> ModelSpec:
+        """How to rebuild this run's model (recorded with the finalized model)."""
+        return ModelSpec.from_options(self.config.model, self.datasets["train"].task_channels)
+
 
 def build_model(config: Config, task_channels: dict[str, int]) -> nn.Module:
     """The configured architecture with one head per task (channels from the dataset)."""
-    m = config.model
-    return create_model(m.name, task_channels, width=m.width, head_channels=m.head_channels,
-                        dropout=m.dropout, upsample=m.upsample)
+    return ModelSpec.from_options(config.model, task_channels).build()
 
 
 def _load_dense_weights(model: nn.Module, path: str) -> None:
-    """Load a dense state dict from a run folder (its finalized model), a .safetensors or a .pt file."""
+    """Load a dense state dict from a run folder (its finalized model), a .safetensors or a .pt file.
+
+    Raises ConfigError naming `train.init_from` and the file when it is missing, damaged,
+    of another kind, or does not fit the configured model."""
     source = Path(path)
     if source.is_dir():
-        source = source / MODEL_FILE
+        source = RunDir(source).model_file
     if not source.is_file():
         raise ConfigError(f"`train.init_from`: {source} does not exist")
-    if source.suffix == ".safetensors":
-        state = load_file(str(source))
-    elif source.suffix == ".pt":
-        state = load_checkpoint(source)["model"]
-    else:
-        raise ConfigError(f"`train.init_from`: {source} is neither .safetensors nor .pt")
     try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise ConfigError(
-            f"`train.init_from`: {source} does not fit the configured model (a dense model of the same "
-            f"architecture, width and tasks is needed; a sparsified checkpoint is not one): {error}"
-        ) from None
+        if source.suffix == ".safetensors":
+            state = read_state(source)
+        elif source.suffix == ".pt":
+            state = load_checkpoint(source)["model"]
+        else:
+            raise ConfigError(f"`train.init_from`: {source} is neither .safetensors nor .pt")
+        load_model_state(model, state, source)
+    except (RunDirError, CheckpointError) as error:
+        raise ConfigError(f"`train.init_from`: {error} (a dense model of the same architecture, width and tasks "
+                          "is needed; a sparsified checkpoint is not one)") from None
 
 
 def _autocast(config: Config, device: torch.device):
@@ -167,7 +169,7 @@ def _method_context(config: Config, env: Distributed, tasks: dict, dataset, opti
     return MethodContext(batches, task_losses, partial(all_reduce_mean, env=env), reset_optimizer)
 
 
-def save_checkpoint(run: Run, path: str) -> None:
+def save_checkpoint(run: Run, path: Path) -> None:
     save_atomic({
         "step": run.step,
         "model": run.model.state_dict(),
@@ -180,7 +182,7 @@ def save_checkpoint(run: Run, path: str) -> None:
         "rng": rng_state(),
         "world_size": run.env.world_size,  # a resume on another number of processes says what changes
         "config": run.config.model_dump(mode="json"),  # a resume with another run's checkpoint is refused
-    }, run.run_dir / path)
+    }, path)
 
 
 def restore_checkpoint(run: Run, path: Path) -> list[str]:
@@ -220,8 +222,8 @@ def restore_checkpoint(run: Run, path: Path) -> list[str]:
 
 def _checkpoint_hint(run: Run) -> str:
     """Where a stopped run can continue from, in words."""
-    if (run.run_dir / LAST).exists():
-        return f"Its last checkpoint is {run.run_dir / LAST} (`adapmtl train --resume {run.run_dir}` continues from it)."
+    if run.folder.last.exists():
+        return f"Its last checkpoint is {run.folder.last} (`adapmtl train --resume {run.run_dir}` continues from it)."
     return "No checkpoint had been written yet (train.checkpoint_every)."
 
 
@@ -289,7 +291,7 @@ def validate(run: Run, logger: RunLogger | None) -> None:
     if run.step >= run.method.selection_start and val_loss < run.best["val_loss"]:
         run.best = {"step": run.step, "val_loss": val_loss, "val": metrics}
         if run.env.is_main:
-            save_atomic({"step": run.step, "model": run.model.state_dict()}, run.run_dir / BEST)
+            save_atomic({"step": run.step, "model": run.model.state_dict()}, run.folder.best)
     if logger:
         logger.log({"step": run.step, "val": metrics, "val_loss": losses})
 
@@ -306,7 +308,7 @@ def finish(run: Run, logger: RunLogger | None = None) -> dict[str, Any]:
     selected = run.best["step"]
     if selected is not None:
         try:
-            best = run.run_dir / BEST
+            best = run.folder.best
             load_model_state(run.model, load_checkpoint(best, run.env.device)["model"], best)
         except CheckpointError as error:
             selected = None
@@ -340,9 +342,8 @@ def finish(run: Run, logger: RunLogger | None = None) -> dict[str, Any]:
         "warnings": run_warnings(run.run_dir) if logger else [],
     }
     if run.env.is_main:  # written atomically: a kill leaves no half model, and result.json last marks the end
-        write_atomic(run.run_dir / MODEL_FILE, safetensors_bytes(
-            {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}))
-        write_atomic(run.run_dir / RESULT_FILE, json.dumps(result, indent=2).encode())
+        run.folder.write_model(run.model.state_dict(), run.spec)
+        run.folder.write_result(result)
     return result
 
 
@@ -352,7 +353,7 @@ def run_dir_of(config: Config, run_dir: str | Path | None = None) -> Path:
 
 
 def _refuse_finished_or_started(run_dir: Path) -> None:
-    if (run_dir / LAST).exists() or (run_dir / RESULT_FILE).exists():
+    if RunDir(run_dir).started:
         raise ConfigError(f"run folder {run_dir} already holds a run; resume it with `adapmtl train --resume "
                           f"{run_dir}`, or choose another `name`/`out_dir`")
 
@@ -361,7 +362,7 @@ def _prepare_run_dir(config: Config, run_dir: Path, env: Distributed) -> None:
     """The run's first write: its folder, checkpoints/ and the resolved config."""
     if env.is_main:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / CONFIG_FILE)
+        RunDir(run_dir).write_config(config)
     barrier(env)
 
 
@@ -398,18 +399,16 @@ def resume(run_dir: str | Path, *, stop_at: int | None = None) -> dict[str, Any]
     when last.pt is missing, damaged or from another run; RunFolderBusyError when another
     process trains in the folder.
     """
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (it has no {CONFIG_FILE})" if run_dir.is_dir()
-                          else f"run folder {run_dir} does not exist")
-    config = load_config(run_dir / CONFIG_FILE)
+    folder = RunDir(run_dir)
+    config = folder.config()
+    run_dir = folder.path
     env = setup(config.train.device, config.train.dist_timeout)
     with lock_run_dir(run_dir, env):
-        if (run_dir / RESULT_FILE).exists():
-            raise ConfigError(f"run {run_dir} has already finished (it has {RESULT_FILE}); nothing to resume")
+        if folder.finished:
+            raise ConfigError(f"run {run_dir} has already finished (it has {folder.RESULT}); nothing to resume")
         run = build_run(config, run_dir, env)
         try:
-            notes = restore_checkpoint(run, run_dir / LAST)
+            notes = restore_checkpoint(run, folder.last)
         except CheckpointError as error:
             raise CheckpointError(f"cannot resume {run_dir}: {error}") from None
         check_stop_at(stop_at, run.step, config.train.steps)
@@ -440,7 +439,7 @@ def _loop(run: Run, stop_at: int | None, notes: list[str] | None = None) -> dict
                 if run.step % t.val_every == 0 or run.step == t.steps:
                     validate(run, logger)
                 if run.env.is_main and (run.step % t.checkpoint_every == 0 or run.step in (stop_at, t.steps)):
-                    save_checkpoint(run, LAST)
+                    save_checkpoint(run, run.folder.last)
                 bar.update(1)
                 if run.step == stop_at:
                     barrier(run.env)

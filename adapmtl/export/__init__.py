@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import yaml
-
 from adapmtl.export.container import read_checked
 from adapmtl.export.dense import DENSE_FORMAT, encode_dense, load_dense, write_dense
 from adapmtl.export.errors import ExportError
 from adapmtl.export.onnx import check_onnx, onnx_session, write_onnx
 from adapmtl.export.sparse import SPARSE_FORMAT, encode_sparse, load_sparse, load_sparse_state, write_sparse
-from adapmtl.export.spec import CONFIG_FILE, ModelSpec, load_run_model
+from adapmtl.engine.rundir import RunDir
+from adapmtl.export.spec import load_run_model
+from adapmtl.models.spec import ModelSpec
 
 FORMATS = ("dense", "sparse", "onnx")
 DEFAULT_NAMES = {"dense": "model_dense.safetensors", "sparse": "model_sparse.safetensors", "onnx": "model.onnx"}
@@ -56,11 +56,10 @@ class ExportInfo:
 
 def default_input_size(run_dir: str | Path) -> tuple[int, int]:
     """(H, W) the run evaluated at: data.eval_size, else data.crop, else data.synthetic_size, else 321×321."""
-    data = (yaml.safe_load((Path(run_dir) / CONFIG_FILE).read_text()) or {}).get("data") or {}
-    for key in ("eval_size", "crop", "synthetic_size"):
-        size = data.get(key)
+    data = RunDir(run_dir).config().data
+    for size in (data.eval_size, data.crop, data.synthetic_size if data.dataset == "synthetic" else None):
         if size:
-            return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+            return int(size[0]), int(size[1])
     return 321, 321
 
 
@@ -79,7 +78,7 @@ def export_run(run_dir: str | Path, format: str, out: str | Path | None = None, 
     state = model.state_dict()
     if out is None:
         name = DEFAULT_NAMES[format]
-        out = Path(run_dir) / "export" / (name.replace(".safetensors", "_fp16.safetensors") if half else name)
+        out = RunDir(run_dir).export_dir / (name.replace(".safetensors", "_fp16.safetensors") if half else name)
     max_diff = None
     if format == "dense":
         path = write_dense(state, spec, out, half=half)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Mapping
 
@@ -40,16 +39,6 @@ def encode_checked(tensors: Mapping[str, torch.Tensor], fmt: str, metadata: Mapp
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     metadata = {**metadata, "format": fmt, "version": VERSION}
     return save(tensors, metadata={**metadata, "sha256": checksum(tensors, metadata)})
-
-
-def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` through a temp file and a rename: never a half-written file under the name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
 
 
 def read_checked(path: str | Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

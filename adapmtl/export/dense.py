@@ -19,8 +19,9 @@ from typing import Mapping
 
 import torch
 
-from adapmtl.export.container import encode_checked, read_checked, write_atomic
-from adapmtl.export.spec import ModelSpec
+from adapmtl.export.container import encode_checked, read_checked
+from adapmtl.files import write_atomic
+from adapmtl.models.spec import ModelSpec
 from adapmtl.models import MultiTaskModel
 
 DENSE_FORMAT = "adapmtl-dense"

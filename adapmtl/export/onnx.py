@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from adapmtl.export.container import write_atomic
+from adapmtl.files import write_atomic
 from adapmtl.export.errors import ExportError
-from adapmtl.export.spec import ModelSpec
+from adapmtl.models.spec import ModelSpec
 
 
 class _TaskTuple(nn.Module):

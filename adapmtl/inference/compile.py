@@ -13,6 +13,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from adapmtl.files import write_atomic
 from adapmtl.inference.check import InferenceError, ModelCheck
 from adapmtl.inference.fold import fold_batchnorm, layers_reached_otherwise
 from adapmtl.inference.paths import build_path, candidate_paths
@@ -43,7 +44,7 @@ class Plan:
         """Write the plan as JSON (reload with `Plan.load`, pass to `compile_sparse(plan=...)`)."""
         data = {"version": PLAN_VERSION, "fused_batchnorm": self.fused_batchnorm, "input_shape": self.input_shape,
                 "layers": {name: asdict(choice) for name, choice in self.layers.items()}}
-        Path(path).write_text(json.dumps(data, indent=1))
+        write_atomic(path, json.dumps(data, indent=1).encode())
 
     @classmethod
     def load(cls, path: str | Path) -> "Plan":

@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from adapmtl.inference.compile import Plan, SparseCompiled, compile_sparse, elapsed_seconds
+from adapmtl.inference.compile import InferenceError, Plan, SparseCompiled, compile_sparse, elapsed_seconds
 
 
 @dataclass
@@ -59,16 +59,16 @@ def compile_run(run_dir: str | Path, *, batch: int = 1, size: Sequence[int] | No
     """Compile a finished run's finalized model for a batch of `batch` images of `size` (H, W;
     default the run's evaluation size), time it against the dense model, save the plan
     (default RUN_DIR/export/plan.json) and return (compiled, comparison, plan path)."""
-    from adapmtl.export import default_input_size, load_run_model
+    from adapmtl.engine.rundir import RunDir
+    from adapmtl.export import default_input_size
 
     if batch < 1:
-        raise ValueError(f"batch must be at least 1, got {batch}")
-    model, spec = load_run_model(run_dir)
+        raise InferenceError(f"batch must be at least 1, got {batch}")
+    model, spec = RunDir(run_dir).load_model()
     height, width = size or default_input_size(run_dir)
     example = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
     compiled = compile_sparse(model, example)
     comparison = compare_speed(model, compiled, example, rounds)
-    path = Path(plan_out) if plan_out else Path(run_dir) / "export" / "plan.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(plan_out) if plan_out else RunDir(run_dir).export_dir / "plan.json"
     compiled.plan.save(path)
     return compiled, comparison, path

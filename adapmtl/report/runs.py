@@ -7,12 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
-
 from adapmtl.engine.logger import read_log
+from adapmtl.engine.rundir import RunDir, RunDirError
 from adapmtl.errors import AdapMTLError
-
-CONFIG_FILE, RESULT_FILE, MODEL_FILE = "config.yaml", "result.json", "model.safetensors"  # as the engine writes them
 
 
 class ReportError(AdapMTLError, ValueError):
@@ -56,11 +53,11 @@ class RunRecord:
 
     @property
     def has_model(self) -> bool:
-        return (self.path / MODEL_FILE).is_file()
+        return RunDir(self.path).model_file.is_file()
 
 
 def _is_run(path: Path) -> bool:
-    return (path / CONFIG_FILE).is_file()
+    return RunDir(path).is_run
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
@@ -71,9 +68,9 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
         if _is_run(path):
             found.append(path)
         elif path.is_dir():
-            below = sorted(p.parent for p in path.rglob(CONFIG_FILE))
+            below = sorted(p.parent for p in path.rglob(RunDir.CONFIG))
             if not below:
-                raise ReportError(f"{path}: neither a run folder (no {CONFIG_FILE}) nor a folder holding runs")
+                raise ReportError(f"{path}: neither a run folder (no {RunDir.CONFIG}) nor a folder holding runs")
             found.extend(below)
         else:
             raise ReportError(f"{path} does not exist")
@@ -84,14 +81,14 @@ def load_run(path: str | Path, label: str | None = None) -> RunRecord:
     """Read one run folder; `label` defaults to the folder's name."""
     path = Path(path)
     if not _is_run(path):
-        raise ReportError(f"{path} is not a run folder (no {CONFIG_FILE})")
-    config = yaml.safe_load((path / CONFIG_FILE).read_text()) or {}
-    result_path = path / RESULT_FILE
+        raise ReportError(f"{path} is not a run folder (no {RunDir.CONFIG})")
+    folder = RunDir(path)
     try:
-        result = json.loads(result_path.read_text()) if result_path.is_file() else None
+        config = folder.config().model_dump(mode="json")
+        result = folder.result()
         log = read_log(path)
-    except json.JSONDecodeError as error:
-        raise ReportError(f"{path}: a damaged {RESULT_FILE} or log.jsonl ({error})") from None
+    except (RunDirError, json.JSONDecodeError) as error:
+        raise ReportError(f"{path}: a damaged {RunDir.RESULT} or {RunDir.LOG} ({error})") from None
     return RunRecord(path, label or path.name, config, log, result)
 
 

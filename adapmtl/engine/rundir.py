@@ -1,0 +1,233 @@
+"""`RunDir`: one run folder, the single home of its layout and of how its files are read and written.
+
+    run = RunDir("runs/quickstart/adapmtl")
+    run.config()          # the validated Config the run trained with
+    run.result()          # result.json as a dict (None until the run finishes)
+    run.load_model()      # the finalized model, rebuilt from the spec in model.safetensors
+
+Layout (every file written atomically: a reader sees the old file or the new one):
+
+    config.yaml            the resolved config (every field)
+    log.jsonl              one JSON record per logged step, validation and warning
+    checkpoints/last.pt    the state to resume from; checkpoints/best.pt: the selected weights
+    model.safetensors      the finalized model; its metadata holds the ModelSpec that rebuilds it
+    result.json            written last: its presence marks a finished run
+    export/  sensitivity/  report/  tensorboard/   what later commands add
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import yaml
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+
+from adapmtl.engine.checkpoint import load_model_state
+from adapmtl.engine.config import Config, validate_config
+from adapmtl.errors import AdapMTLError
+from adapmtl.files import write_atomic
+from adapmtl.methods import METHODS
+from adapmtl.models.spec import ModelSpec
+
+
+class RunDirError(AdapMTLError, ValueError):
+    """A folder that is not a run, a run that has not finished, or a damaged run file."""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run folder at `path` (it may not exist yet: `train` creates it)."""
+
+    path: Path
+
+    CONFIG = "config.yaml"
+    RESULT = "result.json"
+    MODEL = "model.safetensors"
+    LOG = "log.jsonl"
+    LOCK = ".lock"
+
+    def __init__(self, path: str | Path) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    # --- layout
+    @property
+    def config_file(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def result_file(self) -> Path:
+        return self.path / self.RESULT
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / self.MODEL
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / self.LOG
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / self.LOCK
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        """The checkpoint to resume from."""
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        """The weights selected on validation (before finalize)."""
+        return self.checkpoints / "best.pt"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.path / "export"
+
+    @property
+    def sensitivity_dir(self) -> Path:
+        return self.path / "sensitivity"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / "tensorboard"
+
+    # --- state
+    @property
+    def is_run(self) -> bool:
+        """Whether the folder holds a run (its config)."""
+        return self.config_file.is_file()
+
+    @property
+    def started(self) -> bool:
+        """Whether the run wrote a checkpoint or finished (a new run must not reuse the folder)."""
+        return self.last.is_file() or self.result_file.is_file()
+
+    @property
+    def finished(self) -> bool:
+        return self.result_file.is_file()
+
+    def require_run(self) -> "RunDir":
+        """Self, or a RunDirError saying whether the folder is missing or holds no run."""
+        if not self.path.exists():
+            raise RunDirError(f"run folder {self.path} does not exist")
+        if not self.is_run:
+            raise RunDirError(f"{self.path} is not a run folder (it has no {self.CONFIG})")
+        return self
+
+    def require_finished(self) -> "RunDir":
+        """Self, or a RunDirError saying what is missing (folder, run, or the finished model)."""
+        self.require_run()
+        if not self.model_file.is_file() or not self.finished:
+            raise RunDirError(f"run {self.path} has not finished (no {self.MODEL} and {self.RESULT}): only a "
+                              f"finished run has a finalized model; `adapmtl train --resume {self.path}` finishes it")
+        return self
+
+    # --- reading
+    def config(self) -> Config:
+        """The config the run trained with, validated. Raises RunDirError or ConfigError.
+
+        Configs written before each method declared its own options held every method's
+        options; those that the run's method does not take are dropped (they were defaults).
+        """
+        self.require_run()
+        try:
+            raw = yaml.safe_load(self.config_file.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise RunDirError(f"{self.config_file} is damaged (not valid YAML: {error})") from None
+        method = raw.get("method") if isinstance(raw, dict) else None
+        if isinstance(method, dict) and method.get("name") in METHODS:
+            known_elsewhere = {key for cls in METHODS.values() for key in cls.options_type.model_fields}
+            accepted = METHODS[method["name"]].options_type.model_fields
+            raw["method"] = {k: v for k, v in method.items() if k in accepted or k not in known_elsewhere}
+        return validate_config(raw, str(self.config_file))
+
+    def result(self) -> dict[str, Any] | None:
+        """result.json as a dict, None while the run has not finished. Raises RunDirError if damaged."""
+        if not self.result_file.is_file():
+            return None
+        try:
+            return json.loads(self.result_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise RunDirError(f"{self.result_file} is damaged ({error})") from None
+
+    def model_spec(self) -> ModelSpec:
+        """The spec that rebuilds the finalized model: from model.safetensors' metadata (older
+        runs: from config.yaml and the heads' output channels). Raises RunDirError."""
+        self.require_finished()
+        metadata = _safetensors_metadata(self.model_file)
+        if "model" in metadata:
+            return ModelSpec.from_dict(json.loads(metadata["model"]), where=str(self.model_file))
+        config = self.config()
+        tasks = _head_channels(read_state(self.model_file))
+        order = list((self.result() or {}).get("test", {}))  # safetensors sorts keys; the result keeps task order
+        tasks = dict(sorted(tasks.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
+        return ModelSpec.from_options(config.model, tasks)
+
+    def load_model(self) -> tuple[nn.Module, ModelSpec]:
+        """The finalized model (eval mode) and its spec. Raises RunDirError if the run has not
+        finished or its model file is damaged, CheckpointError if it does not fit the spec."""
+        spec = self.model_spec()
+        model = spec.build()
+        load_model_state(model, read_state(self.model_file), self.model_file)
+        return model.eval(), spec
+
+    # --- writing (atomic)
+    def write_config(self, config: Config) -> None:
+        """config.yaml: every field of the resolved config, defaults included."""
+        write_atomic(self.config_file, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).encode())
+
+    def write_result(self, result: Mapping[str, Any]) -> None:
+        write_atomic(self.result_file, json.dumps(result, indent=2).encode())
+
+    def write_model(self, state: Mapping[str, torch.Tensor], spec: ModelSpec) -> None:
+        """model.safetensors: the finalized state dict, with the spec that rebuilds it in its metadata."""
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        write_atomic(self.model_file, safetensors_bytes(tensors, metadata={"model": json.dumps(spec.to_dict())}))
+
+
+def read_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors file. Raises RunDirError naming the file when it is
+    missing, truncated or not a safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"{path} does not exist")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise RunDirError(f"{path} is damaged or not a safetensors file (truncated or changed on disk?): "
+                          f"{error}") from None
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            return file.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise RunDirError(f"{path} is damaged or not a safetensors file (truncated or changed on disk?): "
+                          f"{error}") from None
+
+
+def _head_channels(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """{task: output channels} of an ASPP multitask state dict (heads.<task>.branches.0.conv3.weight)."""
+    tasks = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if len(parts) == 6 and parts[0] == "heads" and parts[2:] == ["branches", "0", "conv3", "weight"]:
+            tasks[parts[1]] = int(value.shape[0])
+    if not tasks:
+        raise RunDirError("no task heads found in the model file (keys heads.<task>.branches.0.conv3.weight)")
+    return tasks
+
+
+__all__ = ["RunDir", "RunDirError", "read_state"]
