@@ -2,6 +2,8 @@
 
     from adapmtl.models import create_model
     model = create_model("deeplab_resnet34", {"segment_semantic": 40, "normal": 3, "depth_zbuffer": 1})
+
+Each backbone file registers itself (`@register_model`); importing this package registers them.
 """
 from adapmtl.models.aspp import ASPPHead
 from adapmtl.models.errors import ModelError

@@ -10,6 +10,8 @@ import math
 
 from torch import Tensor, nn
 
+from adapmtl.models.registry import register_model
+
 SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 """(expansion t, channels c, repeats n, first stride s) of each stage."""
 STEM_CHANNELS = 32
@@ -47,6 +49,7 @@ class InvertedResidual(nn.Module):
         return x + self.conv(x) if self.identity else self.conv(x)
 
 
+@register_model("mobilenetv2")
 class MobileNetV2(nn.Module):
     """MobileNetV2 features: [B, 3, H, W] → [B, 1280·width, ≈H/32, ≈W/32].
 

@@ -1,27 +1,45 @@
-"""Models by name: `create_model(name, tasks, **kw)`, one registry, the same knobs everywhere."""
+"""Models by name: `create_model(name, tasks, **kw)`, one registry, the same knobs everywhere.
+
+A new model is one file: a backbone (a callable width → module with `out_channels`, e.g.
+its class) decorated with `@register_model("name")`, imported by `adapmtl/models/__init__.py`.
+"""
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Mapping, TypeVar, overload
 
 from torch import nn
 
 from adapmtl.models.aspp import ASPPHead
 from adapmtl.models.errors import ModelError
-from adapmtl.models.mobilenetv2 import MobileNetV2
 from adapmtl.models.multitask import MultiTaskModel
-from adapmtl.models.resnet import DeeplabResNet34
 
 BackboneFactory = Callable[[float], nn.Module]
 """width → a backbone module with an `out_channels` attribute."""
 
+B = TypeVar("B", bound=BackboneFactory)
+
 _BACKBONES: dict[str, BackboneFactory] = {}
 
 
-def register_model(name: str, backbone: BackboneFactory) -> None:
-    """Make `create_model(name, ...)` build `backbone(width)` with one ASPP head per task."""
-    if name in _BACKBONES:
-        raise ModelError(f"a model named {name!r} is already registered")
-    _BACKBONES[name] = backbone
+@overload
+def register_model(name: str) -> Callable[[B], B]: ...
+@overload
+def register_model(name: str, backbone: B) -> B: ...
+def register_model(name: str, backbone: B | None = None) -> B | Callable[[B], B]:
+    """Make `create_model(name, ...)` build `backbone(width)` with one ASPP head per task.
+
+    As a decorator at the backbone's definition: `@register_model("name")`; as a call:
+    `register_model("name", backbone)`. Either way returns the backbone unchanged.
+    Raises ModelError if `name` is taken by another backbone.
+    """
+
+    def register(factory: B) -> B:
+        if name in _BACKBONES and _BACKBONES[name] is not factory:
+            raise ModelError(f"a model named {name!r} is already registered")
+        _BACKBONES[name] = factory
+        return factory
+
+    return register if backbone is None else register(backbone)
 
 
 def available_models() -> list[str]:
@@ -49,6 +67,7 @@ def create_model(
     dropout: the ASPP branches' dropout probability (0.5 = the paper).
     Defaults give exactly the paper's architecture, initialised as the paper trains it
     (from scratch). Returns a `MultiTaskModel` with `.backbone` and `.heads[task]`.
+    Raises ModelError for an unknown name, a bad task table, or a knob out of range.
     """
     if name not in _BACKBONES:
         raise ModelError(f"unknown model {name!r}; expected one of {available_models()}")
@@ -68,7 +87,3 @@ def create_model(
     backbone = _BACKBONES[name](width)
     heads = {task: ASPPHead(backbone.out_channels, channels, head_channels, dropout) for task, channels in tasks.items()}
     return MultiTaskModel(backbone, heads, upsample=upsample)
-
-
-register_model("deeplab_resnet34", DeeplabResNet34)
-register_model("mobilenetv2", MobileNetV2)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from adapmtl.models.registry import register_model
+
 LAYERS = (3, 4, 6, 3)
 CHANNELS = (64, 128, 256, 512)
 STRIDES = (1, 2, 1, 1)
@@ -37,6 +39,7 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
+@register_model("deeplab_resnet34")
 class DeeplabResNet34(nn.Module):
     """Dilated ResNet34: [B, 3, H, W] → [B, 512·width, ⌈H/8⌉, ⌈W/8⌉] (about; exact sizes follow the convs).
 
