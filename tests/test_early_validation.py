@@ -55,3 +55,12 @@ def test_stop_at_outside_the_run_is_refused(tmp_path, stop_at):
     with pytest.raises(ConfigError, match=f"--stop-at {stop_at}: expected a step after the current one"):
         train(tiny_config(tmp_path, "name=r"), stop_at=stop_at)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_batch_the_processes_cannot_share_is_refused_before_training(tmp_path):
+    from adapmtl.data import SyntheticScenes
+    from adapmtl.engine.data import train_loader
+
+    config = tiny_config(tmp_path)  # batch 4
+    with pytest.raises(ConfigError, match=r"data.batch_size \(4\) must be a multiple of the number of processes \(3\)"):
+        train_loader(config, SyntheticScenes(16, (8, 8)), 0, rank=0, world_size=3)
