@@ -4,7 +4,7 @@
     ΔT   = mean over tasks of ΔT_t
 
 l_j = 1 for a lower-is-better metric. A SUM over a task's metrics, a MEAN over tasks,
-in percent (REFERENCE §5). Positive = better than the baseline.
+in percent (AdapMTL, docs/method.md §4). Positive = better than the baseline.
 """
 from __future__ import annotations
 

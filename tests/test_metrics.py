@@ -9,7 +9,7 @@ DENSE_SEG = {"miou": 19.94, "pixel_acc": 48.71}
 
 
 def test_reference_example_snip_segmentation():
-    # REFERENCE §5: (18.96−19.94)/19.94 + (46.93−48.71)/48.71 = −8.57 %
+    # docs/method.md §4: (18.96−19.94)/19.94 + (46.93−48.71)/48.71 = −8.57 %
     result = delta_t({"segment_semantic": SNIP_SEG}, {"segment_semantic": DENSE_SEG})
     assert result.per_task["segment_semantic"] == pytest.approx(-8.569025, abs=1e-5)
     assert result.overall == pytest.approx(-8.569025, abs=1e-5)

@@ -1,4 +1,4 @@
-"""The soft threshold's values and gradients (REFERENCE §2)."""
+"""The soft threshold's values and gradients (docs/method.md §1)."""
 import math
 
 import torch

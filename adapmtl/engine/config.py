@@ -1,6 +1,6 @@
 """Run configuration: YAML validated into typed objects, with `key=value` overrides.
 
-Every field has the paper's default where the paper has one (NYU-v2, REFERENCE §8).
+Every field has the paper's default where the paper has one (NYU-v2; docs/method.md §5).
 """
 from __future__ import annotations
 

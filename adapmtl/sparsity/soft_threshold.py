@@ -1,4 +1,4 @@
-"""The soft-threshold reparameterization Ŵ = sign(W)·relu(|W| − τ) (REFERENCE §2)."""
+"""The soft-threshold reparameterization Ŵ = sign(W)·relu(|W| − τ) (AdapMTL; docs/method.md §1)."""
 from __future__ import annotations
 
 import torch
