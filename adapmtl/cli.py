@@ -269,8 +269,7 @@ def _add_sensitivity(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="output folder (default RUN_DIR/sensitivity)")
 
     def run(args: argparse.Namespace) -> int:
-        from pathlib import Path
-
+        from adapmtl.engine import RunDir
         from adapmtl.experiments import DEFAULT_FRACTIONS, sensitivity_sweep
         from adapmtl.report import write_sensitivity
 
@@ -279,7 +278,7 @@ def _add_sensitivity(subparsers: argparse._SubParsersAction) -> None:
             for task, values in result.normalised.items():
                 print(f"{component} → {task} ({result.primary[task]}): " + " ".join(
                     f"{100 * f:g}%:{v:.3f}" for f, v in zip(result.fractions, values)))
-            paths = write_sensitivity(result, args.out or Path(args.run_dir) / "sensitivity")
+            paths = write_sensitivity(result, args.out or RunDir(args.run_dir).sensitivity_dir)
             print("wrote " + ", ".join(map(str, paths)))
         return 0
 

@@ -12,7 +12,7 @@ def _result(miou, acc, depth, sparsity):
 def test_rows_hold_metrics_delta_t_and_sparsity():
     rows = comparison_rows({"dense": _result(19.94, 48.71, 0.5, 0.0), "snip": _result(18.96, 46.93, 0.6, 0.9)}, "dense")
     snip = rows[1]
-    assert snip["ΔT seg"] == pytest.approx(-8.569, abs=1e-3)  # REFERENCE §5's example
+    assert snip["ΔT seg"] == pytest.approx(-8.569, abs=1e-3)  # docs/method.md §4: the paper's example
     assert snip["ΔT depth"] == pytest.approx(-20.0)  # lower is better: 0.5 -> 0.6 is -20 %
     assert snip["ΔT"] == pytest.approx((-8.569 - 20.0) / 2, abs=1e-3)
     assert snip["sparsity backbone"] == pytest.approx(45.0) and snip["sparsity overall"] == pytest.approx(90.0)

@@ -41,7 +41,7 @@ def resolve_baseline(runs: list[RunRecord], baseline: str | None) -> RunRecord |
     """The dense run ΔT is measured against: `baseline` as a label among `runs` or a run folder
     (added to `runs` when outside them); by default the first finished run of method "dense"."""
     if baseline is None:
-        return next((r for r in runs if r.method == "dense" and r.result is not None), None)
+        return next((r for r in runs if not r.sparse and r.result is not None), None)
     found = next((r for r in runs if r.label == baseline), None)
     if found is None and Path(baseline).is_dir():
         found = next((r for r in runs if r.path == Path(baseline).resolve()), None)

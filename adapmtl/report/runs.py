@@ -10,6 +10,7 @@ from typing import Any, Iterable
 from adapmtl.engine.logger import read_log
 from adapmtl.engine.rundir import RunDir, RunDirError
 from adapmtl.errors import AdapMTLError
+from adapmtl.methods import METHODS
 
 
 class ReportError(AdapMTLError, ValueError):
@@ -45,7 +46,14 @@ class RunRecord:
         """The target sparsity (0 for dense)."""
         if self.result is not None:
             return float(self.result.get("target", 0.0))
-        return float(self.config.get("method", {}).get("target", 0.0)) if self.method != "dense" else 0.0
+        return float(self.config.get("method", {}).get("target", 0.0)) if self.sparse else 0.0
+
+    @property
+    def sparse(self) -> bool:
+        """Whether the run's method prunes (a dense run is the ΔT baseline)."""
+        if self.method in METHODS:
+            return METHODS[self.method].sparse
+        return float((self.result or {}).get("target", 0.0)) > 0  # a method no longer registered: its result says
 
     @property
     def seed(self) -> int:

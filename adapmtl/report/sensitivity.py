@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from matplotlib.figure import Figure
 
+from adapmtl.engine.rundir import RunDir
 from adapmtl.report.plots import color_map, save_figure
 from adapmtl.report.runs import ReportError
 
@@ -84,7 +85,7 @@ def read_sensitivity(run_dir: str | Path) -> list[SensitivityResult]:
     """The sweeps saved under `run_dir`/sensitivity (by `adapmtl sensitivity`), in name order; none
     when the folder is missing. Raises ReportError naming the file if a sweep file is damaged."""
     results = []
-    for path in sorted((Path(run_dir) / "sensitivity").glob("*.json")):
+    for path in sorted(RunDir(run_dir).sensitivity_dir.glob("*.json")):
         try:
             results.append(SensitivityResult.from_dict(json.loads(path.read_text())))
         except (ValueError, TypeError) as error:  # not JSON, or not a sweep's fields
