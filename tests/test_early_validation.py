@@ -13,6 +13,7 @@ from tests.engine_helpers import TINY, tiny_config
     (["method.name=adapmtl_global", "method.granularity=layer"], "unknown key `method.granularity`"),
     (["method.name=magic"], "`method.name`: unknown method 'magic'; expected one of adapmtl,"),
     (["model.name=resnet9000"], "`model.name`: unknown model 'resnet9000'"),
+    (["data.dataset=cityscapes"], "`data.dataset`: unknown dataset 'cityscapes'"),
     (["method.weighting=uniform"], "`method.weighting`: unknown weighting 'uniform'"),
     (["train.device=gpu"], "`train.device`: 'gpu' is not a device"),
     (["train.steps=[1,"], "override 'train.steps=[1,': the value is not valid YAML"),

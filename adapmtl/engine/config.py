@@ -11,6 +11,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
+from adapmtl.data import available_datasets
 from adapmtl.errors import AdapMTLError
 from adapmtl.methods import METHODS, MethodError, MethodOptions, method_options
 from adapmtl.models import available_models
@@ -26,7 +27,7 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    dataset: Literal["synthetic", "nyuv2", "taskonomy"] = "synthetic"
+    dataset: str = Field("synthetic", description="a registered dataset (adapmtl.data.available_datasets())")
     root: Optional[str] = Field(None, description="dataset folder (nyuv2, taskonomy)")
     format: Literal["auto", "adashare", "mtan"] = "auto"
     buildings: Optional[str] = Field("tiny", description="taskonomy: 'tiny' or a split file")
@@ -111,6 +112,9 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
+        if self.data.dataset not in available_datasets():
+            raise ValueError(f"`data.dataset`: unknown dataset {self.data.dataset!r}; expected one of "
+                             f"{available_datasets()}")
         if self.model.name not in available_models():
             raise ValueError(f"`model.name`: unknown model {self.model.name!r}; expected one of {available_models()}")
         if self.method.weighting is not None and self.method.weighting not in WEIGHTINGS:
