@@ -62,6 +62,9 @@ def delta_t(
     Directions come from `HIGHER_IS_BETTER`; `higher_is_better={name: bool}` adds
     directions for other metric names (and takes precedence). Both sides must hold the
     same tasks and, per task, the same metrics; baseline values must be finite and non-zero.
+    Raises MetricError if the tables are not {task: {metric: value}}, their tasks or metrics
+    differ, a metric's direction is unknown, a value is not a finite number, a baseline
+    value is 0, or there is nothing to compare.
     """
     directions = {**HIGHER_IS_BETTER, **(higher_is_better or {})}
     for side, values in (("results", results), ("baseline", baseline)):

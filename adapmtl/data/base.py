@@ -47,7 +47,7 @@ class DatasetError(AdapMTLError, ValueError):
 
 
 def dataset_root(root: str | Path) -> Path:
-    """``root`` as a Path, after checking it is an existing folder."""
+    """``root`` as a Path. Raises :class:`DatasetError` if it is not an existing folder."""
     path = Path(root)
     if not path.is_dir():
         raise DatasetError(f"{path}: dataset folder does not exist")
@@ -55,7 +55,10 @@ def dataset_root(root: str | Path) -> Path:
 
 
 def check_tasks(tasks: Sequence[str] | None, available: Sequence[str], where: str) -> tuple[str, ...]:
-    """Return ``tasks`` (default: all ``available``) after checking every name is available."""
+    """Return ``tasks`` (default: all ``available``) after checking every name is available.
+
+    Raises :class:`DatasetError` naming ``where`` if the list is empty or names an unavailable task.
+    """
     if tasks is None:
         return tuple(available)
     tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
@@ -76,7 +79,10 @@ def config_root(data: Any) -> Path:
 
 
 def normalize_image(rgb: np.ndarray, mode: str) -> torch.Tensor:
-    """Turn an RGB image [H, W, 3] with values 0..255 (any dtype) into a normalised float32 [3, H, W] tensor."""
+    """Turn an RGB image [H, W, 3] with values 0..255 (any dtype) into a normalised float32 [3, H, W] tensor.
+
+    Raises :class:`DatasetError` if ``mode`` is not one of :data:`NORMALIZATIONS`.
+    """
     rgb = np.asarray(rgb, dtype=np.float32)
     if mode == "imagenet":
         out = (rgb / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD
@@ -163,7 +169,10 @@ def read_npy(path: Path, shapes: Sequence[str]) -> np.ndarray:
 
 
 def check_labels(labels: np.ndarray, num_classes: int, path: Path) -> np.ndarray:
-    """Check integer labels are in ``0..num_classes-1`` or 255; return them as int64."""
+    """Check integer labels are in ``0..num_classes-1`` or 255; return them as int64.
+
+    Raises :class:`DatasetError` naming ``path`` and the out-of-range values otherwise.
+    """
     bad = (labels >= num_classes) & (labels != IGNORE_INDEX)
     if bad.any() or (labels < 0).any():
         values = np.unique(labels[bad | (labels < 0)])[:8].tolist()
@@ -199,7 +208,8 @@ def unit_normals(normals: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def check_same_size(arrays: Mapping[str, np.ndarray], paths: Mapping[str, Path]) -> None:
-    """Raise :class:`DatasetError` if the image and targets of one sample differ in height/width."""
+    """Raises :class:`DatasetError` naming the files and sizes if the image and targets of one
+    sample differ in height/width."""
     sizes = {name: a.shape[:2] for name, a in arrays.items()}
     if len(set(sizes.values())) > 1:
         listing = ", ".join(f"{paths[n]} {sizes[n][0]}x{sizes[n][1]}" for n in sizes)
@@ -209,7 +219,10 @@ def check_same_size(arrays: Mapping[str, np.ndarray], paths: Mapping[str, Path])
 def to_sample(
     rgb: np.ndarray, targets: Mapping[str, np.ndarray], normalize: str
 ) -> dict[str, torch.Tensor]:
-    """Build a sample dict of tensors from numpy arrays in [H, W(, C)] layout (see module docstring)."""
+    """Build a sample dict of tensors from numpy arrays in [H, W(, C)] layout (see module docstring).
+
+    Raises :class:`DatasetError` if ``normalize`` is not one of :data:`NORMALIZATIONS`.
+    """
     sample = {"image": normalize_image(rgb, normalize)}
     for task, value in targets.items():
         if task == "segment_semantic":
@@ -251,6 +264,7 @@ class MultitaskDataset(torch.utils.data.Dataset):
         raise NotImplementedError(f"{cls.__name__} cannot be built from a run config")
 
     def __init__(self, transform: Transform | None, seed: int, normalize: str) -> None:
+        """Raises :class:`DatasetError` if ``normalize`` is not one of :data:`NORMALIZATIONS`."""
         if normalize not in NORMALIZATIONS:
             raise DatasetError(f"unknown image normalisation {normalize!r}; expected one of {list(NORMALIZATIONS)}")
         self.transform = transform
@@ -260,7 +274,10 @@ class MultitaskDataset(torch.utils.data.Dataset):
 
     @property
     def task_channels(self) -> dict[str, int]:
-        """Task name -> output channels of its head, e.g. ``{"segment_semantic": 40, "normal": 3, ...}``."""
+        """Task name -> output channels of its head, e.g. ``{"segment_semantic": 40, "normal": 3, ...}``.
+
+        Raises :class:`adapmtl.tasks.TaskError` if ``tasks`` holds an unknown task name.
+        """
         return task_channels(self.tasks, self.num_classes)
 
     def set_epoch(self, epoch: int) -> None:
@@ -268,12 +285,17 @@ class MultitaskDataset(torch.utils.data.Dataset):
         self.epoch = int(epoch)
 
     def load(self, index: int) -> dict[str, torch.Tensor]:
-        """The decoded sample ``index`` at full resolution, before any transform."""
+        """The decoded sample ``index`` at full resolution, before any transform.
+
+        Raises NotImplementedError here; datasets read from files raise :class:`DatasetError`
+        naming a missing or damaged file.
+        """
         raise NotImplementedError
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         """Sample ``index``; an ``(epoch, index)`` pair fixes the epoch of the random draw
-        explicitly (what the training engine passes, so resuming and workers change nothing)."""
+        explicitly (what the training engine passes, so resuming and workers change nothing).
+        Raises IndexError outside ``0..len-1``, and what :meth:`load` raises."""
         epoch = self.epoch
         if isinstance(index, tuple):
             epoch, index = index

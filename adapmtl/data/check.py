@@ -39,6 +39,7 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
+        """True when no problem was found."""
         return not self.problems
 
     def summary(self) -> str:
@@ -62,7 +63,10 @@ class CheckReport:
 
 
 def detect_format(root: Path) -> str:
-    """``"nyuv2-adashare"``, ``"nyuv2-mtan"`` or ``"taskonomy"`` (a split file or building folders with ``rgb/``)."""
+    """``"nyuv2-adashare"``, ``"nyuv2-mtan"`` or ``"taskonomy"`` (a split file or building folders with ``rgb/``).
+
+    Raises :class:`DatasetError` naming ``root`` and the expected layouts if it is none of them.
+    """
     if (root / ADASHARE_JSON).is_file() or (root / "train" / "image").is_dir():
         return f"nyuv2-{detect_nyuv2_format(root)}"
     if (root / SPLIT_FILE).is_file() or any((p / "rgb").is_dir() for p in root.iterdir() if p.is_dir()):

@@ -52,7 +52,10 @@ _NUM_CLASSES = {"adashare": SEGMENTATION_CLASSES["nyuv2"], "mtan": NYUV2_MTAN_CL
 
 
 def detect_nyuv2_format(root: Path) -> str:
-    """``"adashare"`` if ``root`` holds ``nyu_v2_3task.json``, ``"mtan"`` if it holds ``train/image/``."""
+    """``"adashare"`` if ``root`` holds ``nyu_v2_3task.json``, ``"mtan"`` if it holds ``train/image/``.
+
+    Raises :class:`DatasetError` naming ``root`` if it holds neither.
+    """
     if (root / ADASHARE_JSON).is_file():
         return "adashare"
     if (root / "train" / "image").is_dir():
@@ -65,8 +68,8 @@ def detect_nyuv2_format(root: Path) -> str:
 def carve_val(n: int, val_fraction: float, split_seed: int, where: str) -> tuple[list[int], list[int]]:
     """Split ``range(n)`` into (train, val) index lists as documented in this module.
 
-    ``where`` names the train list (file and key, or folder) in the :class:`DatasetError` raised
-    when it has fewer than 2 samples.
+    Raises :class:`DatasetError` if ``val_fraction`` is not in (0, 1), or naming ``where`` (the
+    train list's file and key, or folder) if ``n`` < 2.
     """
     if not 0.0 < val_fraction < 1.0:
         raise DatasetError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -139,6 +142,10 @@ class NYUv2(MultitaskDataset):
 
     Attributes: ``num_classes`` (40 AdaShare, 13 MTAN), ``task_channels``, ``format``, ``files``
     (per sample, its (img, seg, normal, depth) paths).
+
+    Raises DatasetError if the folder is missing or not NYU-v2, an argument is unknown, the split
+    list is unreadable or empty, or no val split can be carved. ``load`` raises DatasetError
+    naming a missing or damaged file.
     """
 
     metric_set = "nyuv2"
@@ -181,6 +188,8 @@ class NYUv2(MultitaskDataset):
         return len(self.files)
 
     def load(self, index: int) -> dict[str, torch.Tensor]:
+        """Sample ``index`` decoded at full resolution. Raises DatasetError naming a file that is
+        missing, unreadable, of the wrong shape or type, out of range, or of another size."""
         paths = dict(zip(("image", "segment_semantic", "normal", "depth_zbuffer"), self.files[index]))
         decode = _decode_adashare if self.format == "adashare" else _decode_mtan
         arrays = {"image": decode("image", paths["image"])}

@@ -58,7 +58,8 @@ def colorize(task: str, value: torch.Tensor, image: np.ndarray | None = None) ->
 
 def save_preview(samples: Sequence[dict[str, torch.Tensor]], path: str | Path, normalize: str = "imagenet") -> Path:
     """Write a PNG grid: a row per sample; columns image, labels, depth, normals, edges, keypoints
-    (those present). ``normalize`` is the image normalisation the samples were made with."""
+    (those present). ``normalize`` is the image normalisation the samples were made with.
+    Raises OSError if ``path`` cannot be written."""
     columns = [(key, title) for key, title in _COLUMNS if key in samples[0]]
     height, width = samples[0]["image"].shape[-2:]
     gap, header = 4, 16

@@ -364,7 +364,8 @@ class SyntheticScenes(MultitaskDataset):
         cache: keep each rendered scene in memory after its first access (about 0.45 MB a
             scene at 96×128), so that training epochs after the first cost no rendering.
 
-    ``num_classes`` is ``len(SCENE_CLASSES)`` (8). Raises :class:`DatasetError` if ``n`` < 1.
+    ``num_classes`` is ``len(SCENE_CLASSES)`` (8). Raises :class:`DatasetError` if ``n`` < 1,
+    ``tasks`` is empty or unknown, or ``normalize`` is unknown.
     """
 
     metric_set = "nyuv2"
@@ -412,6 +413,7 @@ class SyntheticScenes(MultitaskDataset):
         return render_scene([self.seed, int(index)], self.size)
 
     def load(self, index: int) -> dict[str, torch.Tensor]:
+        """Scene ``index`` rendered (or taken from the cache) as a sample dict, before any transform."""
         if self._cache is not None and index in self._cache:
             return dict(self._cache[index])  # transforms build new tensors; the cached ones stay intact
         raw = self.render(index)

@@ -83,6 +83,8 @@ def read_buildings(source: str | Path | Sequence[str], split: str) -> list[str]:
     """Building names of ``split`` from a list, ``"tiny"``, the official CSV, or a one-per-line text file.
 
     The official CSV has rows ``name,train,val,test`` with 1/0 flags (a header row is skipped).
+    Raises DatasetError if the file is missing, a CSV row is malformed, or ``split`` is not one
+    the source has. OSError if the file cannot be read.
     """
     if isinstance(source, str) and source == "tiny":
         if split not in TINY_SPLIT:
@@ -126,7 +128,11 @@ def encode_taskonomy(task: str, value: np.ndarray) -> np.ndarray:
 
 
 def decode_taskonomy(task: str, path: Path, depth_path: Path | None = None) -> np.ndarray:
-    """Read and decode one Taskonomy file of ``task`` (``"rgb"`` for the image); see module docstring."""
+    """Read and decode one Taskonomy file of ``task`` (``"rgb"`` for the image); see module docstring.
+
+    Raises DatasetError naming the file if it is missing, unreadable, of the wrong shape or type,
+    holds out-of-range labels, or differs in size from ``depth_path``.
+    """
     if task == "rgb":
         return read_png(path, 3, "uint8")
     if task == "segment_semantic":
@@ -168,6 +174,10 @@ class Taskonomy(MultitaskDataset):
 
     Attributes: ``num_classes`` (17), ``task_channels``, ``buildings``, ``samples`` (a list of
     (building, point, view)), ``skipped`` (number of samples dropped), ``missing_files``.
+
+    Raises DatasetError if the folder, split file or a building's ``rgb/`` is missing, an argument
+    is unknown, a file is missing with ``missing="error"``, or the split has no samples.
+    ``load`` raises DatasetError naming a missing or damaged file.
     """
 
     metric_set = "taskonomy"
@@ -241,6 +251,8 @@ class Taskonomy(MultitaskDataset):
         return len(self.samples)
 
     def load(self, index: int) -> dict[str, torch.Tensor]:
+        """Sample ``index`` decoded at full resolution. Raises DatasetError naming a file that is
+        missing, unreadable, of the wrong shape or type, out of range, or of another size."""
         building, point, view = self.samples[index]
         paths = {d: domain_path(self.root, building, point, view, d) for d in ("rgb",) + TASKONOMY_TASKS}
         arrays = {"rgb": decode_taskonomy("rgb", paths["rgb"])}

@@ -71,6 +71,8 @@ class TrainTransform:
         scale: range of the random scale factor (uniform), default (0.5, 1.5); ``None`` = no scaling.
         flip: mirror with probability 0.5 (normals' x negated).
         resize_to: resize to this size first (Taskonomy recipe: 256), or ``None``.
+
+    Raises DatasetError if ``crop`` is not positive or ``scale`` is not (low, high) with 0 < low <= high.
     """
 
     def __init__(

@@ -46,7 +46,8 @@ def write_synthetic(
     each), the rest to ``train``. Files use the published encodings (see
     :func:`~adapmtl.data.taskonomy.encode_taskonomy`); view is always 0.
 
-    Returns ``Path(out)``.
+    Returns ``Path(out)``. Raises DatasetError for an unknown ``format``, fewer than 2 train
+    scenes (nyuv2) or fewer than 3 buildings (taskonomy); OSError if ``out`` cannot be written.
     """
     if format not in FORMATS:
         raise DatasetError(f"unknown format {format!r}; expected one of {list(FORMATS)}")

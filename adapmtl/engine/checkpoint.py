@@ -39,7 +39,9 @@ class UnverifiedCheckpointWarning(UserWarning):
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """torch.save `obj` to `path` atomically (see `write_atomic`), with its SHA-256."""
+    """torch.save `obj` to `path` atomically (see `write_atomic`), with its SHA-256.
+
+    Raises OSError naming `path` if it cannot be written (e.g. a full disk)."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     body = buffer.getbuffer()
@@ -131,6 +133,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the RNG states `rng_state` returned (CUDA's only where CUDA is available)."""
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -44,7 +44,8 @@ def build_tasks(config: Config, dataset: MultitaskDataset) -> dict[str, Task]:
 
     The metric set defaults to the dataset's own (`dataset.metric_set`: "taskonomy" for
     Taskonomy, "nyuv2" otherwise); a task the set lacks (keypoints2d, edge_texture under
-    "nyuv2") takes Taskonomy's metrics.
+    "nyuv2") takes Taskonomy's metrics. Raises TaskError if a task cannot be built with them
+    (e.g. a dataset with fewer than 2 segmentation classes).
     """
     metric_set = config.data.metrics or dataset.metric_set
     tasks = {}
@@ -64,6 +65,7 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
     """
 
     def __init__(self, length: int, batch_size: int, seed: int, start: int, total: int, rank: int = 0, world_size: int = 1):
+        """Raises ConfigError if `batch_size` is not a multiple of `world_size` or exceeds `length`."""
         if batch_size % world_size:
             raise ConfigError(f"data.batch_size ({batch_size}) must be a multiple of the number of processes ({world_size})")
         if length < batch_size:
@@ -155,7 +157,7 @@ def train_loader(config: Config, dataset: Dataset, start: int, rank: int = 0, wo
 def eval_loader(config: Config, dataset: Dataset, rank: int = 0, world_size: int = 1) -> DataLoader:
     """The whole evaluation split in order; under DDP each rank reads a strided share.
 
-    Iterating raises the AdapMTLError of a sample that cannot be read (see the module docstring).
+    Raises, when iterated, the AdapMTLError of a sample that cannot be read (see the module docstring).
     """
     indices = list(range(rank, len(dataset), world_size))
     return FaultRaisingLoader(

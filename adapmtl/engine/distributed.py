@@ -35,15 +35,18 @@ class Distributed:
 
     @property
     def enabled(self) -> bool:
+        """Whether more than one process takes part."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """Whether this is rank 0 (the one that writes files and logs)."""
         return self.rank == 0
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' is CUDA when present, else CPU."""
+    """'auto' is CUDA when present, else CPU. Raises DistributedError if a CUDA device is asked
+    for and CUDA is unavailable or has no device of that index."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -66,6 +69,7 @@ def setup(device_name: str, timeout: float = DEFAULT_TIMEOUT) -> Distributed:
     answer; under NCCL its watchdog ends the process. Also flushes denormal floats to zero on CPU: as training goes on,
     tiny gradients become denormals and x86 CPUs handle those in microcode, which
     made backward 6× slower in the quickstart (2.36 vs 0.40 s/step at step 400).
+    Raises DistributedError if the device is not available (see `resolve_device`).
     """
     torch.set_flush_denormal(True)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -111,8 +115,8 @@ LOST_RANK = ("timed out", "timeout", "closed by peer", "reset by peer")
 
 @contextmanager
 def collectives(env: Distributed, what: str) -> Iterator[None]:
-    """Run the block; when a collective in it (ours, or DDP's in forward and backward) loses a
-    rank, raise DistributedError naming the ranks that did not answer.
+    """Run the block. Raises DistributedError naming the ranks that did not answer when a
+    collective in it (ours, or DDP's in forward and backward) loses a rank.
 
     Every rank that fails reports so in the process group's store and, after REPORT_GRACE
     seconds, names the other ranks that reported nothing: those are stuck or dead.

@@ -16,6 +16,7 @@ from adapmtl.tasks import Task
 
 
 def move(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The batch's tensors on `device` (copied asynchronously where possible)."""
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
@@ -34,6 +35,8 @@ def evaluate(
 
     Under data parallelism each rank reads a share; the metric states (sums) and
     loss sums are all-reduced, so every rank returns the whole split's figures.
+    Raises TaskError if an output or target has the wrong shape or a task saw no valid pixel,
+    DistributedError if a rank is lost, and the AdapMTLError of a sample `loader` cannot read.
     """
     was_training = model.training
     model.eval()

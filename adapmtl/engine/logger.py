@@ -19,7 +19,7 @@ def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
     """Every record of a run's log.jsonl, in order.
 
     A last line without its newline (the process was killed while appending it) is
-    skipped. Raises json.JSONDecodeError for any other damaged line.
+    skipped. Raises json.JSONDecodeError for any other damaged line, OSError if unreadable.
     """
     path = RunDir(run_dir).log_file
     if not path.is_file():
@@ -29,7 +29,9 @@ def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def run_warnings(run_dir: str | Path) -> list[str]:
-    """The warnings `RunLogger.warn` recorded in the run's log, in order."""
+    """The warnings `RunLogger.warn` recorded in the run's log, in order.
+
+    Raises json.JSONDecodeError as `read_log` does."""
     return [r["warning"] for r in read_log(run_dir) if "warning" in r]
 
 
@@ -43,6 +45,8 @@ class RunLogger:
     On resume from step `start`, records past `start` (written after the last
     checkpoint by the interrupted run) are dropped, in the JSONL and in TensorBoard;
     the JSONL is replaced atomically, so a kill during a resume loses nothing.
+
+    Raises json.JSONDecodeError if the existing log has a damaged line, OSError if it cannot be written.
     """
 
     def __init__(self, run_dir: Path, start: int = 0, tensorboard: bool = True) -> None:
@@ -56,7 +60,9 @@ class RunLogger:
             self.writer = SummaryWriter(str(RunDir(run_dir).tensorboard_dir), purge_step=start + 1 if start else None)
 
     def log(self, record: Mapping[str, Any]) -> None:
-        """Write one record; its flat numeric entries (nested dicts flattened with '/') go to TensorBoard."""
+        """Write one record; its flat numeric entries (nested dicts flattened with '/') go to TensorBoard.
+
+        Raises OSError if log.jsonl cannot be appended to."""
         with self.path.open("a") as file:
             file.write(json.dumps(record) + "\n")
         if self.writer is not None:
@@ -66,11 +72,14 @@ class RunLogger:
                     self.writer.add_scalar(key, value, step)
 
     def warn(self, step: int, message: str) -> None:
-        """Record a warning about the run (kept across resumes; result.json lists them) and show it."""
+        """Record a warning about the run (kept across resumes; result.json lists them) and show it.
+
+        Raises OSError as `log` does."""
         warnings.warn(message, RunWarning, stacklevel=2)
         self.log({"step": step, "warning": message})
 
     def close(self) -> None:
+        """Flush and close the TensorBoard writer."""
         if self.writer is not None:
             self.writer.close()
 

@@ -27,8 +27,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test", which: str = "final")
     checkpoint, before finalize) or "last" (the last checkpoint). Returns
     {"metrics": {task: {metric: value}}, "loss": {task: value}, "sparsity": overall}.
 
-    Raises RunDirError (no such run, not finished, damaged model file), CheckpointError
-    (a damaged or unfitting checkpoint) or ConfigError (bad split or which).
+    Raises RunDirError (no such run, not finished, damaged config or model file), CheckpointError
+    (a damaged or unfitting checkpoint), ConfigError (bad split or which, invalid config),
+    DatasetError (unreadable data), ModelError, TaskError, MethodError or DistributedError
+    (see `run_evaluator`).
     """
     folder = RunDir(run_dir)
     if which not in WHICH:
@@ -49,7 +51,11 @@ def evaluate_run(run_dir: str | Path, split: str = "test", which: str = "final")
 def run_evaluator(run_dir: str | Path, split: str) -> tuple[Config, Dataset, Callable[[nn.Module], tuple]]:
     """(config, dataset, evaluate) for a run's `split`, as the run itself evaluates:
     `evaluate(model)` moves the model to the run's device and returns
-    ({task: {metric: value}}, {task: mean loss}) at the run's precision."""
+    ({task: {metric: value}}, {task: mean loss}) at the run's precision.
+
+    Raises ConfigError for another split or an invalid config, RunDirError if the folder holds
+    no run, DistributedError if the device is unavailable, DatasetError if the split cannot be
+    read, TaskError if its tasks cannot be built; `evaluate` raises as `evaluate.evaluate` does."""
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test, got {split!r}")
     config = RunDir(run_dir).config()

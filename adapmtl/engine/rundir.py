@@ -58,26 +58,32 @@ class RunDir:
     # --- layout
     @property
     def config_file(self) -> Path:
+        """config.yaml in the folder."""
         return self.path / self.CONFIG
 
     @property
     def result_file(self) -> Path:
+        """result.json in the folder (written last)."""
         return self.path / self.RESULT
 
     @property
     def model_file(self) -> Path:
+        """model.safetensors in the folder (the finalized model)."""
         return self.path / self.MODEL
 
     @property
     def log_file(self) -> Path:
+        """log.jsonl in the folder."""
         return self.path / self.LOG
 
     @property
     def lock_file(self) -> Path:
+        """The lock file a process writing to the run holds (see `adapmtl.engine.runlock`)."""
         return self.path / self.LOCK
 
     @property
     def checkpoints(self) -> Path:
+        """The checkpoints/ folder."""
         return self.path / "checkpoints"
 
     @property
@@ -92,14 +98,17 @@ class RunDir:
 
     @property
     def export_dir(self) -> Path:
+        """The export/ folder (what `adapmtl export` writes by default)."""
         return self.path / "export"
 
     @property
     def sensitivity_dir(self) -> Path:
+        """The sensitivity/ folder."""
         return self.path / "sensitivity"
 
     @property
     def tensorboard_dir(self) -> Path:
+        """The tensorboard/ folder."""
         return self.path / "tensorboard"
 
     # --- state
@@ -115,10 +124,11 @@ class RunDir:
 
     @property
     def finished(self) -> bool:
+        """Whether result.json exists (written last, so the run finished)."""
         return self.result_file.is_file()
 
     def require_run(self) -> "RunDir":
-        """Self, or a RunDirError saying whether the folder is missing or holds no run."""
+        """Returns self. Raises RunDirError saying whether the folder is missing or holds no run."""
         if not self.path.exists():
             raise RunDirError(f"run folder {self.path} does not exist")
         if not self.is_run:
@@ -126,7 +136,7 @@ class RunDir:
         return self
 
     def require_finished(self) -> "RunDir":
-        """Self, or a RunDirError saying what is missing (folder, run, or the finished model)."""
+        """Returns self. Raises RunDirError saying what is missing (folder, run, or the finished model)."""
         self.require_run()
         if not self.model_file.is_file() or not self.finished:
             raise RunDirError(f"run {self.path} has not finished (no {self.MODEL} and {self.RESULT}): only a "
@@ -135,7 +145,8 @@ class RunDir:
 
     # --- reading
     def config(self) -> Config:
-        """The config the run trained with, validated. Raises RunDirError or ConfigError.
+        """The config the run trained with, validated. Raises RunDirError if the folder holds no
+        run or config.yaml is not valid YAML, ConfigError if it is not a valid config.
 
         Configs written before each method declared its own options held every method's
         options; those that the run's method does not take are dropped (they were defaults).
@@ -163,7 +174,9 @@ class RunDir:
 
     def model_spec(self) -> ModelSpec:
         """The spec that rebuilds the finalized model: from model.safetensors' metadata (older
-        runs: from config.yaml and the heads' output channels). Raises RunDirError."""
+        runs: from config.yaml and the heads' output channels). Raises RunDirError if the run
+        has not finished or its model file is damaged, ModelError if the recorded spec is
+        invalid, ConfigError (older runs) if config.yaml is."""
         self.require_finished()
         metadata = _safetensors_metadata(self.model_file)
         if "model" in metadata:
@@ -176,7 +189,8 @@ class RunDir:
 
     def load_model(self) -> tuple[nn.Module, ModelSpec]:
         """The finalized model (eval mode) and its spec. Raises RunDirError if the run has not
-        finished or its model file is damaged, CheckpointError if it does not fit the spec."""
+        finished or its model file is damaged, ModelError if the recorded spec is invalid,
+        ConfigError (older runs) if config.yaml is, CheckpointError if it does not fit the spec."""
         spec = self.model_spec()
         model = spec.build()
         load_model_state(model, read_state(self.model_file), self.model_file)
@@ -184,14 +198,16 @@ class RunDir:
 
     # --- writing (atomic)
     def write_config(self, config: Config) -> None:
-        """config.yaml: every field of the resolved config, defaults included."""
+        """config.yaml: every field of the resolved config, defaults included. Raises OSError if unwritable."""
         write_atomic(self.config_file, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).encode())
 
     def write_result(self, result: Mapping[str, Any]) -> None:
+        """result.json (marks the run finished; write it last). Raises OSError if unwritable."""
         write_atomic(self.result_file, json.dumps(result, indent=2).encode())
 
     def write_model(self, state: Mapping[str, torch.Tensor], spec: ModelSpec) -> None:
-        """model.safetensors: the finalized state dict, with the spec that rebuilds it in its metadata."""
+        """model.safetensors: the finalized state dict, with the spec that rebuilds it in its metadata.
+        Raises OSError if unwritable."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         write_atomic(self.model_file, safetensors_bytes(tensors, metadata={"model": json.dumps(spec.to_dict())}))
 

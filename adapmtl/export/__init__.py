@@ -44,9 +44,11 @@ class ExportInfo:
 
     @property
     def ratio(self) -> float:
+        """`bytes` / `dense_bytes`."""
         return self.bytes / self.dense_bytes
 
     def summary(self) -> str:
+        """One line for people: path, format, size and ratio (and the ONNX difference)."""
         text = (f"wrote {self.path} ({self.format}{', fp16' if self.half else ''}): {self.bytes:,} bytes, "
                 f"{self.ratio:.4f}x the dense fp32 file ({self.dense_bytes:,} bytes)")
         if self.max_abs_diff is not None:
@@ -55,7 +57,10 @@ class ExportInfo:
 
 
 def default_input_size(run_dir: str | Path) -> tuple[int, int]:
-    """(H, W) the run evaluated at: data.eval_size, else data.crop, else data.synthetic_size, else 321×321."""
+    """(H, W) the run evaluated at: data.eval_size, else data.crop, else data.synthetic_size, else 321×321.
+
+    Raises RunDirError if the folder holds no run or a damaged config.yaml, ConfigError if it is invalid.
+    """
     data = RunDir(run_dir).config().data
     for size in (data.eval_size, data.crop, data.synthetic_size if data.dataset == "synthetic" else None):
         if size:
@@ -69,6 +74,9 @@ def export_run(run_dir: str | Path, format: str, out: str | Path | None = None, 
     "dense" (state dict + spec), "sparse" (bitmask + values; `half`: fp16 values) or "onnx"
     (checked with onnxruntime at `input_size` (H, W), default: the run's evaluation size).
     `out`: the file to write (default: RUN_DIR/export/<model_dense|model_sparse[_fp16]>.safetensors or model.onnx).
+    Raises ExportError for an unknown format, `half` with ONNX, fp16 overflow, or a failed or
+    inaccurate ONNX export; RunDirError (or ModelError, ConfigError, CheckpointError) if the run is
+    not finished or its files are damaged; OSError if `out` cannot be written.
     """
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; expected one of {FORMATS}")

@@ -35,14 +35,20 @@ def checksum(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -
 
 
 def encode_checked(tensors: Mapping[str, torch.Tensor], fmt: str, metadata: Mapping[str, str]) -> bytes:
-    """The bytes of a safetensors file holding `tensors` and `metadata` + format, version and checksum."""
+    """The bytes of a safetensors file holding `tensors` and `metadata` + format, version and checksum.
+
+    `read_checked` verifies them."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     metadata = {**metadata, "format": fmt, "version": VERSION}
     return save(tensors, metadata={**metadata, "sha256": checksum(tensors, metadata)})
 
 
 def read_checked(path: str | Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of a file written by `write_checked` with format `fmt`, verified."""
+    """(tensors, metadata) of a file encoded by `encode_checked` with format `fmt`, verified.
+
+    Raises ExportError naming the file if it is missing, unreadable, of another format or
+    version, or fails its checksum.
+    """
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"{path} does not exist")

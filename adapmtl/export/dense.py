@@ -28,21 +28,29 @@ DENSE_FORMAT = "adapmtl-dense"
 
 
 def encode_dense(state: Mapping[str, torch.Tensor], spec: ModelSpec, *, half: bool = False) -> bytes:
-    """The dense file's bytes; `half` stores floating tensors as fp16 (loaded back as fp32)."""
+    """The dense file's bytes; `half` stores floating tensors as fp16 (loaded back as fp32).
+
+    Values beyond fp16's range become inf with `half` (the sparse format refuses them instead).
+    """
     tensors = {k: v.half() if half and v.is_floating_point() else v for k, v in state.items()}
     return encode_checked(tensors, DENSE_FORMAT, {"model": json.dumps(spec.to_dict()),
                                                   "dtype": "float16" if half else "float32"})
 
 
 def write_dense(state: Mapping[str, torch.Tensor], spec: ModelSpec, path: str | Path, *, half: bool = False) -> Path:
-    """Write `state` to `path` (.safetensors) and the spec beside it (same stem, .json)."""
+    """Write `state` to `path` (.safetensors) and the spec beside it (same stem, .json).
+
+    Raises OSError naming the file if it cannot be written."""
     path = write_atomic(path, encode_dense(state, spec, half=half))
     write_atomic(path.with_suffix(".json"), (json.dumps(spec.to_dict(), indent=2) + "\n").encode())
     return path
 
 
 def load_dense(path: str | Path) -> MultiTaskModel:
-    """The model of a dense export, rebuilt with `create_model`, weights in fp32, eval mode."""
+    """The model of a dense export, rebuilt with `create_model`, weights in fp32, eval mode.
+
+    Raises ExportError if the file is missing, damaged or not a dense export, ModelError if
+    its spec is invalid."""
     tensors, metadata = read_checked(path, DENSE_FORMAT)
     model = ModelSpec.from_dict(json.loads(metadata.get("model", "{}")), where=str(path)).build()
     model.load_state_dict(tensors)

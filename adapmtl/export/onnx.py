@@ -43,6 +43,8 @@ def write_onnx(model: nn.Module, spec: ModelSpec, path: str | Path, input_size: 
     """Export `model` (eval mode) to `path` with torch.onnx (torch.export-based exporter), run the
     file with onnxruntime on a seeded random batch of `input_size` (H, W), compare every output
     with PyTorch's (rtol 1e-4, atol 1e-4 × the output's scale) and return (path, max |difference|).
+    Raises ExportError if the export fails, onnxruntime cannot load the file, or an output differs
+    beyond tolerance; OSError if `path` cannot be written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +69,10 @@ def write_onnx(model: nn.Module, spec: ModelSpec, path: str | Path, input_size: 
 
 def onnx_session(path: str | Path):
     """An onnxruntime InferenceSession (CPU) for an exported file, after verifying its checksum
-    against the sidecar `<file>.json` written at export."""
+    against the sidecar `<file>.json` written at export.
+
+    Raises ExportError if the file or sidecar is missing, the sidecar is damaged, the checksum
+    differs, or onnxruntime cannot load the file."""
     path = Path(path)
     sidecar = path.with_name(path.name + ".json")
     if not path.is_file() or not sidecar.is_file():
@@ -84,7 +89,8 @@ def onnx_session(path: str | Path):
 
 def check_onnx(path: str | Path, model: nn.Module, image: torch.Tensor) -> float:
     """Run `path` with onnxruntime on `image` and compare with `model(image)` (a tuple or a task dict);
-    raises ExportError beyond tolerance, returns the largest absolute difference."""
+    returns the largest absolute difference. Raises ExportError if onnxruntime cannot load the
+    file or an output differs beyond tolerance."""
     session = _raw_session(path)
     got = session.run(None, {"image": image.numpy()})
     with torch.no_grad():

@@ -40,7 +40,9 @@ def _is_sparse(tensor: torch.Tensor) -> bool:
 
 
 def encode_sparse(state: Mapping[str, torch.Tensor], spec: ModelSpec, *, half: bool = False) -> bytes:
-    """The sparse file's bytes for a finalized state dict (zeros baked in)."""
+    """The sparse file's bytes for a finalized state dict (zeros baked in).
+
+    Raises ExportError with `half` if a value exceeds fp16's range (65504), naming the tensors."""
     dtype = torch.float16 if half else torch.float32
     if half:
         too_big = [k for k, v in state.items() if v.is_floating_point() and v.numel() and v.abs().max() > 65504]
@@ -67,12 +69,16 @@ def encode_sparse(state: Mapping[str, torch.Tensor], spec: ModelSpec, *, half: b
 
 
 def write_sparse(state: Mapping[str, torch.Tensor], spec: ModelSpec, path: str | Path, *, half: bool = False) -> Path:
-    """Write the sparse file for `state` to `path`."""
+    """Write the sparse file for `state` to `path`. Raises ExportError as `encode_sparse` does;
+    OSError if `path` cannot be written."""
     return write_atomic(path, encode_sparse(state, spec, half=half))
 
 
 def load_sparse_state(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelSpec]:
-    """(the dense fp32 state dict, the model spec) stored in a sparse file, verified."""
+    """(the dense fp32 state dict, the model spec) stored in a sparse file, verified.
+
+    Raises ExportError naming the file if it is missing, damaged, not a sparse export, or its
+    masks and values disagree with its metadata; ModelError if its spec is invalid."""
     tensors, metadata = read_checked(path, SPARSE_FORMAT)
     try:
         layout = json.loads(metadata["sparse"])
@@ -101,7 +107,9 @@ def load_sparse_state(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelS
 
 
 def load_sparse(path: str | Path) -> MultiTaskModel:
-    """The model stored in a sparse file, rebuilt with `create_model`, in eval mode."""
+    """The model stored in a sparse file, rebuilt with `create_model`, in eval mode.
+
+    Raises ExportError or ModelError as `load_sparse_state` does."""
     state, spec = load_sparse_state(path)
     model = spec.build()
     model.load_state_dict(state)

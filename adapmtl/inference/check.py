@@ -79,7 +79,7 @@ class ModelCheck:
 
     @torch.no_grad()
     def verify(self, candidate: nn.Module, what: str = "the compiled model") -> None:
-        """Raise InferenceError unless `candidate` gives the original outputs on both inputs: the
+        """Raises InferenceError unless `candidate` gives the original outputs on both inputs: the
         same structure (dict keys, tuple lengths), shapes and dtypes, and every tensor within
         atol + rtol * (its largest magnitude) (see MODEL_RTOL); other values equal.
         The message names the input, the output (e.g. output['depth'] or output[1]) and the

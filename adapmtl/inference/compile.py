@@ -41,7 +41,9 @@ class Plan:
     input_shape: list[int]
 
     def save(self, path: str | Path) -> None:
-        """Write the plan as JSON (reload with `Plan.load`, pass to `compile_sparse(plan=...)`)."""
+        """Write the plan as JSON (reload with `Plan.load`, pass to `compile_sparse(plan=...)`).
+
+        Raises OSError naming `path` if it cannot be written."""
         data = {"version": PLAN_VERSION, "fused_batchnorm": self.fused_batchnorm, "input_shape": self.input_shape,
                 "layers": {name: asdict(choice) for name, choice in self.layers.items()}}
         write_atomic(path, json.dumps(data, indent=1).encode())
@@ -86,6 +88,7 @@ class SparseCompiled(nn.Module):
         self.plan = plan
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The model's outputs, computed by the chosen paths."""
         return self.module(*args, **kwargs)
 
 

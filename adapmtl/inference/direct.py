@@ -39,7 +39,10 @@ def _warn_once(message: str) -> None:
 
 class Direct(nn.Module):
     """A Conv2d whose nonzero weights are grouped per (input-channel block, output channel, tap)
-    for the native kernel. `block_channels`: input channels per block (default: from the density)."""
+    for the native kernel. `block_channels`: input channels per block (default: from the density).
+
+    Input [B, in_channels, H, W] → the layer's output [B, out_channels, H_out, W_out]; float32 on
+    CPU runs the native kernel, anything else (or no kernel, with a RuntimeWarning) F.conv2d."""
 
     def __init__(self, layer: nn.Conv2d, block_channels: int | None = None) -> None:
         super().__init__()
@@ -100,6 +103,7 @@ class Direct(nn.Module):
         return F.conv2d(x, self.dense_weight().to(x.dtype), bias, self.stride, self.padding, self.dilation, self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution of `x`. Raises ValueError if `x` is not [B, in_channels, H, W]."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:  # checked here: the kernel reads raw memory
             raise ValueError(f"expected input [batch, {self.in_channels}, height, width], got {list(x.shape)}")
         if x.device.type != "cpu" or x.dtype != torch.float32 or self.values.dtype != torch.float32:

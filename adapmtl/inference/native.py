@@ -57,7 +57,10 @@ def _cpu_identity() -> str:
 
 
 def build(compiler: str, flags: list[str], directory: Path) -> Path:
-    """Compile the kernel with `flags` into `directory` (atomically) and return the library's path."""
+    """Compile the kernel with `flags` into `directory` (atomically) and return the library's path.
+
+    Raises RuntimeError with the compiler's messages if it fails; OSError if the compiler cannot
+    be run or `directory` cannot be written."""
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(flags), version, _cpu_identity()]).encode())
     target = directory / f"sparse_conv2d-{key.hexdigest()[:16]}.so"

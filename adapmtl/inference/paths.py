@@ -61,6 +61,7 @@ class Shrunk(nn.Module):
         return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The original layer's output for `x` ([B, C, H, W] or [..., in_features])."""
         if self.conv:
             shape = (x.shape[0], self.out_channels, *conv_output_size(self, *x.shape[2:]))
             out = self.bias.view(1, -1, 1, 1).expand(shape).clone()
@@ -94,6 +95,7 @@ class CSR(nn.Module):
 
     @staticmethod
     def applies(layer: Layer) -> bool:
+        """Linear layers, and ungrouped Conv2d with zero padding given as numbers."""
         if isinstance(layer, nn.Conv2d):
             return layer.groups == 1 and layer.padding_mode == "zeros" and isinstance(layer.padding, tuple)
         return True
@@ -109,6 +111,7 @@ class CSR(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The original layer's output for `x` ([B, C, H, W] or [..., in_features])."""
         if not self.conv:
             rows = x.reshape(-1, x.shape[-1])
             out = (self.csr @ rows.t()).t()
@@ -148,7 +151,9 @@ def candidate_paths(layer: nn.Module) -> dict[str, nn.Module]:
 
 
 def build_path(layer: nn.Module, name: str) -> nn.Module:
-    """The module that runs `layer` by path `name` (from a recorded plan)."""
+    """The module that runs `layer` by path `name` (from a recorded plan).
+
+    Raises ValueError if `name` is not a path or does not apply to `layer`."""
     if name == "dense":
         return layer
     if name not in PATHS or not PATHS[name].applies(layer):

@@ -22,9 +22,11 @@ class SpeedComparison:
 
     @property
     def speedup(self) -> float:
+        """Median of dense / compiled time over the rounds."""
         return statistics.median(d / c for d, c in zip(self.dense_s, self.compiled_s))
 
     def summary(self) -> str:
+        """One line: median times and the speedup."""
         return (f"dense {1000 * statistics.median(self.dense_s):.1f} ms, compiled "
                 f"{1000 * statistics.median(self.compiled_s):.1f} ms: {self.speedup:.2f}x "
                 f"(median of {len(self.dense_s)} alternating rounds)")
@@ -32,7 +34,9 @@ class SpeedComparison:
 
 @torch.no_grad()
 def compare_speed(model: nn.Module, compiled: nn.Module, example_input: torch.Tensor, rounds: int = 5) -> SpeedComparison:
-    """Time `model` and `compiled` on `example_input` in `rounds` alternating rounds (after a warm-up)."""
+    """Time `model` and `compiled` on `example_input` in `rounds` alternating rounds (after a warm-up).
+
+    Raises ValueError if `rounds` < 1."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     model(example_input), compiled(example_input)
@@ -58,7 +62,11 @@ def compile_run(run_dir: str | Path, *, batch: int = 1, size: Sequence[int] | No
                 plan_out: str | Path | None = None) -> tuple[SparseCompiled, SpeedComparison, Path]:
     """Compile a finished run's finalized model for a batch of `batch` images of `size` (H, W;
     default the run's evaluation size), time it against the dense model, save the plan
-    (default RUN_DIR/export/plan.json) and return (compiled, comparison, plan path)."""
+    (default RUN_DIR/export/plan.json) and return (compiled, comparison, plan path).
+
+    Raises InferenceError if `batch` < 1 or compiling fails (see `compile_sparse`); RunDirError
+    (or ModelError, ConfigError, CheckpointError) if the run is not finished or its files are
+    damaged; ValueError if `rounds` < 1; OSError if the plan cannot be written."""
     from adapmtl.engine.rundir import RunDir
     from adapmtl.export import default_input_size
 

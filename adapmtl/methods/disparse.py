@@ -56,12 +56,17 @@ class DiSparseStatic(MaskedMethod):
     options_type = ImportanceOptions
 
     def prepare(self, model: nn.Module) -> None:
+        """Set up the masks. Raises MethodError if the model has no `backbone` component,
+        ComponentError if it has no prunable layer or a head named "backbone"."""
         super().prepare(model)
         if "backbone" not in set(self.maskset.component_of.values()):
             raise MethodError(f"{self.name} needs a multitask model with `backbone` and `heads` "
                               "(DiSparse prunes the backbone by the tasks' consensus)")
 
     def begin(self, model: nn.Module) -> None:
+        """Score weights per task on the first training batches and fix the consensus mask.
+
+        Raises MethodError if the method was not bound to the engine's context."""
         grads = loss_gradients(model, self.maskset, self.require_context(), 0, self.options.importance_batches,
                                per_task=True)
         weights = self.maskset.weights()
@@ -79,6 +84,7 @@ class DiSparseDynamic(DiSparseStatic):
     options_type = DiSparseDynamicOptions
 
     def prepare(self, model: nn.Module) -> None:
+        """As `DiSparseStatic.prepare` (and Raises as it does), plus the update schedule."""
         super().prepare(model)
         self.end = self.step_at(self.options.reach_at)
         self.updates = list(range(self.options.update_every, self.end + 1, self.options.update_every))
@@ -89,6 +95,8 @@ class DiSparseDynamic(DiSparseStatic):
         return self.options.regrow_fraction * 0.5 * (1 + math.cos(math.pi * step / max(1, self.end)))
 
     def update_masks(self, model: nn.Module, step: int) -> None:
+        """At an update step: drop the weakest survivors by magnitude and regrow as many by
+        per-task gradient consensus. Raises MethodError if the method was not bound to the engine's context."""
         if step not in self.updates:
             return
         masks = self.maskset

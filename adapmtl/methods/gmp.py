@@ -31,6 +31,8 @@ class GMP(MaskedMethod):
     options_type = GMPOptions
 
     def prepare(self, model: nn.Module) -> None:
+        """Set up the masks and the schedule. Raises MethodError if `prune_start` does not come
+        before `reach_at` in steps, ComponentError if the model has no prunable layer."""
         super().prepare(model)
         self.first, self.final_step = self.step_at(self.options.prune_start), self.step_at(self.options.reach_at)
         if not self.first < self.final_step:
@@ -39,6 +41,7 @@ class GMP(MaskedMethod):
 
     @property
     def dense_iterations(self) -> int:
+        """Steps before the first pruning."""
         return self.first
 
     def sparsity_at(self, step: int) -> float:
@@ -47,6 +50,7 @@ class GMP(MaskedMethod):
         return self.options.target * (1 - (1 - progress) ** 3)
 
     def update_masks(self, model: nn.Module, step: int) -> None:
+        """Prune by magnitude to `sparsity_at(step)` when an update is due."""
         due = (step - self.first) % self.options.update_every == 0 or step == self.final_step
         if self.first <= step <= self.final_step and due:
             self.maskset.prune_magnitude(self.sparsity_at(step))

@@ -31,6 +31,8 @@ class IMP(MaskedMethod):
     options_type = IMPOptions
 
     def prepare(self, model: nn.Module) -> None:
+        """Set up the masks and the rounds. Raises MethodError if `prune_start` is not at step 1
+        or later and before `reach_at`, ComponentError if the model has no prunable layer."""
         super().prepare(model)
         first, last = self.step_at(self.options.prune_start), self.step_at(self.options.reach_at)
         if not 1 <= first <= last:
@@ -45,8 +47,10 @@ class IMP(MaskedMethod):
 
     @property
     def dense_iterations(self) -> int:
+        """Steps before the first round."""
         return min(self.schedule)
 
     def update_masks(self, model: nn.Module, step: int) -> None:
+        """Prune by magnitude to the round's sparsity at a round's step."""
         if step in self.schedule:
             self.maskset.prune_magnitude(self.options.target if step == self.final_step else self.schedule[step])

@@ -33,6 +33,8 @@ class LTH(MaskedMethod):
     options_type = LTHOptions
 
     def prepare(self, model: nn.Module) -> None:
+        """Set up the masks. Raises MethodError unless rewind step < pruning step < train.steps,
+        ComponentError if the model has no prunable layer."""
         super().prepare(model)
         self.final_step = self.step_at(self.options.pretrain)
         if not self.options.rewind_step < self.final_step < self.steps:
@@ -42,16 +44,21 @@ class LTH(MaskedMethod):
 
     @property
     def dense_iterations(self) -> int:
+        """Steps trained dense before pruning."""
         return self.final_step
 
     def _snapshot(self, model: nn.Module) -> None:
         self.rewind_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def begin(self, model: nn.Module) -> None:
+        """Store the initial weights to rewind to (with `rewind_step` 0)."""
         if self.options.rewind_step == 0:
             self._snapshot(model)
 
     def update_masks(self, model: nn.Module, step: int) -> None:
+        """Store the weights at the rewind step; at the pruning step prune by magnitude, rewind and
+        reset the optimizer. Raises MethodError if no weights were stored to rewind to, or
+        if the method was not bound to the engine's context."""
         if step == self.options.rewind_step:
             self._snapshot(model)
         if step == self.final_step:
@@ -63,8 +70,10 @@ class LTH(MaskedMethod):
             self.rewind_state = None  # no longer needed; keeps later checkpoints small
 
     def state_dict(self) -> dict[str, Any]:
+        """The masks and the stored rewind weights (None once rewound)."""
         return {**super().state_dict(), "rewind": copy.copy(self.rewind_state)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from `state_dict`. Raises MethodError if the masks' layers differ from the model's."""
         super().load_state_dict(state)
         self.rewind_state = state["rewind"]

@@ -14,5 +14,6 @@ class Random(MaskedMethod):
     name = "random"
 
     def begin(self, model: nn.Module) -> None:
+        """Draw the random mask at the target (exact count) from the global torch RNG."""
         scores = {n: torch.rand(w.shape, dtype=torch.float64).to(w.device) for n, w in self.maskset.weights().items()}
         self.maskset.keep_top(scores, self.maskset.numel - self.maskset.zeros_for(self.options.target))

@@ -28,7 +28,7 @@ def register_method(cls: M) -> M:
 
 
 def method_class(name: str) -> type[Method]:
-    """The registered method `name`, or a MethodError listing the known names."""
+    """The registered method `name`. Raises MethodError listing the known names if there is none."""
     if name not in METHODS:
         raise MethodError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}")
     return METHODS[name]
@@ -38,7 +38,8 @@ def method_options(raw: Mapping[str, Any] | MethodOptions) -> MethodOptions:
     """Validate a `method:` config section against the options of the method it names.
 
     `raw["name"]` (default "adapmtl") picks the method; every other key must be one of
-    that method's options. Raises MethodError for an unknown name, and pydantic's
+    that method's options. Raises MethodError for an unknown or non-string name or a section
+    that is not a mapping, and pydantic's
     ValidationError (with locations relative to the section) for bad or foreign options.
     """
     if isinstance(raw, MethodOptions):
@@ -54,7 +55,8 @@ def method_options(raw: Mapping[str, Any] | MethodOptions) -> MethodOptions:
 def create_method(options: Mapping[str, Any] | MethodOptions, steps: int) -> Method:
     """The method named by `options["name"]`, with its validated options, for a run of `steps` steps.
 
-    Raises MethodError (unknown name) or pydantic's ValidationError (bad options).
+    Raises MethodError (unknown name, a section that is not a mapping) or pydantic's
+    ValidationError (bad options).
     """
     validated = method_options(options)
     return METHODS[validated.name](validated, steps)

@@ -28,6 +28,9 @@ class SNIP(MaskedMethod):
     options_type = ImportanceOptions
 
     def begin(self, model: nn.Module) -> None:
+        """Score every prunable weight on the first training batches and fix the mask at the target.
+
+        Raises MethodError if the method was not bound to the engine's context."""
         grads = loss_gradients(model, self.maskset, self.require_context(), 0, self.options.importance_batches,
                                per_task=False)["all"]
         weights = self.maskset.weights()

@@ -19,6 +19,7 @@ class ASPPBranch(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
+        """[B, in_channels, h, w] → [B, out_channels, h, w]."""
         x = self.dropout(self.relu(self.conv1(x)))
         x = self.dropout(self.relu(self.conv2(x)))
         return self.conv3(x)
@@ -39,6 +40,7 @@ class ASPPHead(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """[B, in_channels, h, w] → [B, out_channels, h, w]: the sum of the four branches."""
         out = self.branches[0](x)
         for branch in self.branches[1:]:
             out = out + branch(x)

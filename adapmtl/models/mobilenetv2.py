@@ -46,6 +46,7 @@ class InvertedResidual(nn.Module):
         self.identity = stride == 1 and in_channels == out_channels
 
     def forward(self, x: Tensor) -> Tensor:
+        """[B, in_channels, H, W] → [B, out_channels, H/stride, W/stride]."""
         return x + self.conv(x) if self.identity else self.conv(x)
 
 
@@ -79,4 +80,5 @@ class MobileNetV2(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        """[B, 3, H, W] → [B, out_channels, ≈H/32, ≈W/32]."""
         return self.features(x)

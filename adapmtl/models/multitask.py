@@ -29,6 +29,7 @@ class MultiTaskModel(nn.Module):
         return {task: head.out_channels for task, head in self.heads.items()}
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """[B, 3, H, W] → {task: [B, C_task, H, W]} (the heads' resolution if not `upsample`)."""
         features = self.backbone(x)
         outputs = {task: head(features) for task, head in self.heads.items()}
         if self.upsample:

@@ -34,6 +34,7 @@ class BasicBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """[B, in_channels, H, W] → [B, channels, H/stride, W/stride]."""
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(out + self.shortcut(x))
@@ -74,4 +75,5 @@ class DeeplabResNet34(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        """[B, 3, H, W] → [B, out_channels, ≈H/8, ≈W/8]."""
         return self.stages(self.stem(x))

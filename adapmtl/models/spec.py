@@ -42,6 +42,7 @@ class ModelSpec:
                             dropout=self.dropout, upsample=self.upsample)
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as a plain dict (what `from_dict` reads)."""
         return asdict(self)
 
     @classmethod

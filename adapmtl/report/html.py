@@ -20,7 +20,9 @@ figcaption { font-size: 0.9em; color: #555; max-width: 900px; }
 
 
 def figure_html(png: str | Path, caption: str) -> str:
-    """An <figure> with the PNG file embedded (base64 data URI) and its caption."""
+    """An <figure> with the PNG file embedded (base64 data URI) and its caption.
+
+    Raises OSError if `png` cannot be read."""
     data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
@@ -32,6 +34,7 @@ def paragraph(text: str, css: str = "note") -> str:
 
 
 def heading(text: str, level: int = 2) -> str:
+    """An <h`level`> of escaped text."""
     return f"<h{level}>{html.escape(text)}</h{level}>"
 
 

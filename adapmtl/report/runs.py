@@ -39,6 +39,7 @@ class RunRecord:
 
     @property
     def method(self) -> str:
+        """The method's name (from result.json, else config.yaml; "?" if neither says)."""
         return (self.result or {}).get("method") or self.config.get("method", {}).get("name", "?")
 
     @property
@@ -57,10 +58,12 @@ class RunRecord:
 
     @property
     def seed(self) -> int:
+        """The run's seed (0 if the config lacks one)."""
         return int(self.config.get("seed", 0))
 
     @property
     def has_model(self) -> bool:
+        """Whether the run folder holds its finalized model.safetensors."""
         return RunDir(self.path).model_file.is_file()
 
 
@@ -70,7 +73,8 @@ def _is_run(path: Path) -> bool:
 
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     """Run folders among `paths`; a folder that is not a run (a bench's output) stands for every
-    run folder below it, in sorted order."""
+    run folder below it, in sorted order. Raises ReportError if a path does not exist or is a
+    folder with no run below it."""
     found: list[Path] = []
     for path in map(Path, paths):
         if _is_run(path):
@@ -86,7 +90,10 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def load_run(path: str | Path, label: str | None = None) -> RunRecord:
-    """Read one run folder; `label` defaults to the folder's name."""
+    """Read one run folder; `label` defaults to the folder's name.
+
+    Raises ReportError if it is not a run folder or its config.yaml, result.json or log.jsonl is
+    damaged; ConfigError if its config is not valid."""
     path = Path(path)
     if not _is_run(path):
         raise ReportError(f"{path} is not a run folder (no {RunDir.CONFIG})")
@@ -101,7 +108,9 @@ def load_run(path: str | Path, label: str | None = None) -> RunRecord:
 
 
 def load_runs(paths: Iterable[str | Path]) -> list[RunRecord]:
-    """Every run among `paths` (see `find_runs`), labelled by its path below their common folder."""
+    """Every run among `paths` (see `find_runs`), labelled by its path below their common folder.
+
+    Raises ReportError or ConfigError as `find_runs` and `load_run` do."""
     found = find_runs(paths)
     if len(found) == 1:
         return [load_run(found[0])]

@@ -37,10 +37,12 @@ class SensitivityResult:
     normalised: dict[str, list[float]]
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (what `from_dict` reads)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SensitivityResult":
+        """The result `to_dict` wrote. Raises TypeError if a field is missing or unknown."""
         return cls(**data)
 
 

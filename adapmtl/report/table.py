@@ -16,7 +16,8 @@ def comparison_rows(results: Mapping[str, Mapping[str, Any]], baseline: str | No
     """One flat row per run: its metrics on `split`, ΔT against `baseline`, sparsities (in %).
 
     `results` maps a run label to its result.json content; `baseline` names the dense run
-    (None: no ΔT columns).
+    (None: no ΔT columns). Raises KeyError if `baseline` is not among `results` or a result
+    lacks `split` or "sparsity"; a ΔT that MetricError refuses becomes n/a with a "note".
     """
     if baseline is not None and baseline not in results:
         raise KeyError(f"baseline run {baseline!r} is not among the runs: {list(results)}")

@@ -43,11 +43,17 @@ class MetricAccumulator(ABC):
 
     @abstractmethod
     def update(self, pred: Tensor, target: Tensor) -> None:
-        """Add one batch: model output and target as the task documents them."""
+        """Add one batch: model output and target as the task documents them.
+
+        Raises TaskError if their shapes (or, for segmentation, labels) are not what the task expects.
+        """
 
     @abstractmethod
     def compute(self) -> dict[str, float]:
-        """The requested metrics over everything seen, in `self.metrics` order."""
+        """The requested metrics over everything seen, in `self.metrics` order.
+
+        Raises TaskError if no valid pixel was accumulated.
+        """
 
 
 class Task(ABC):
@@ -65,6 +71,7 @@ class Task(ABC):
     out_channels: int
 
     def __init__(self, metrics: str | Sequence[str]) -> None:
+        """Raises TaskError if `metrics` is empty, repeats a name, or names one not in `supported_metrics`."""
         metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
         unknown = [m for m in metrics if m not in self.supported_metrics]
         if not metrics or unknown or len(set(metrics)) != len(metrics):
@@ -80,7 +87,10 @@ class Task(ABC):
 
     @abstractmethod
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        """The training loss of one batch: a scalar tensor with gradients to `pred`."""
+        """The training loss of one batch: a scalar tensor with gradients to `pred`.
+
+        Raises TaskError if `pred` or `target` has the wrong shape (or, for segmentation, labels).
+        """
 
     @abstractmethod
     def accumulator(self) -> MetricAccumulator:
@@ -97,6 +107,8 @@ def prepare(task: str, pred: Tensor, target: Tensor, channels: int, target_chann
     A prediction at another resolution (e.g. a head's native one) is resized bilinearly
     (align_corners=False), as the models upsample. Half-precision predictions are cast
     to float32 first, so that sums over millions of pixels cannot overflow.
+    Raises TaskError naming `task` if `pred` is not [B, channels, h, w] or `target` has the
+    wrong shape or batch size.
     """
     if pred.dim() != 4 or pred.shape[1] != channels:
         raise TaskError(f"{task}: prediction must be [B, {channels}, h, w], got {list(pred.shape)}")

@@ -123,7 +123,8 @@ def dataset_tasks(
     """{task name: Task} for every task of `dataset` ("nyuv2" or "taskonomy"), with its metrics.
 
     `{t: task.out_channels for t, task in dataset_tasks("nyuv2").items()}` is the task
-    table `adapmtl.models.create_model` takes. Raises TaskError for another dataset name.
+    table `adapmtl.models.create_model` takes. Raises TaskError for another dataset name,
+    or bad `class_weights` / `miou_over` (see `SegmentationTask`).
     """
     if dataset not in METRIC_SETS:
         raise TaskError(f"unknown dataset {dataset!r}; expected one of {list(METRIC_SETS)}")

@@ -21,12 +21,15 @@ class _L1MapTask(Task):
     fill_value = 0.0  # no keypoint / no edge
 
     def __init__(self, metrics: Sequence[str] | None = None) -> None:
+        """`metrics` defaults to all supported. Raises TaskError for an empty, repeated or unknown name."""
         super().__init__(self.supported_metrics if metrics is None else metrics)
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        """Mean |pred − target| (scalar). Raises TaskError if either is not [B, 1, h/H, w/W]."""
         return F.l1_loss(prepare(self.name, pred, target, 1, 1), target)
 
     def accumulator(self) -> "L1MapMetrics":
+        """A fresh mean-absolute-error accumulator for this task."""
         return L1MapMetrics(self.name, self.metrics)
 
 
@@ -49,6 +52,7 @@ class L1MapMetrics(MetricAccumulator):
 
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add one batch. Raises TaskError if `pred` or `target` is not [B, 1, h/H, w/W]."""
         pred = prepare(self.task, pred, target, 1, 1)
         if target.numel() == 0:
             return
@@ -56,6 +60,7 @@ class L1MapMetrics(MetricAccumulator):
         self._add("count", torch.tensor(target.numel(), dtype=torch.int64, device=target.device))
 
     def compute(self) -> dict[str, float]:
+        """{metric: mean absolute error}. Raises TaskError if no pixel was seen."""
         self._require_data()
         error = as_float(self.state["abs_sum"] / self.state["count"].double())
         return {m: error for m in self.metrics}

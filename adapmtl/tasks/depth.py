@@ -26,13 +26,16 @@ class DepthTask(Task):
     fill_value = 0.0  # invalid depth
 
     def __init__(self, metrics: Sequence[str] = ("abs_err", "rel_err", *DELTAS)) -> None:
+        """Raises TaskError for an empty, repeated or unknown metric name."""
         super().__init__(metrics)
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        """Masked L1 in metres (scalar). Raises TaskError if either is not [B, 1, h/H, w/W]."""
         pred = prepare(self.name, pred, target, 1, 1)
         return masked_mean((pred - target).abs(), target > 0)
 
     def accumulator(self) -> "DepthMetrics":
+        """A fresh depth-metrics accumulator for this task."""
         return DepthMetrics(self.name, self.metrics)
 
 
@@ -41,6 +44,7 @@ class DepthMetrics(MetricAccumulator):
 
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add one batch. Raises TaskError if `pred` or `target` is not [B, 1, h/H, w/W]."""
         pred = prepare(self.task, pred, target, 1, 1)
         valid = target > 0
         p, g = pred[valid].double(), target[valid].double()
@@ -55,6 +59,7 @@ class DepthMetrics(MetricAccumulator):
             self._add(name, count(ratio < threshold))
 
     def compute(self) -> dict[str, float]:
+        """{metric: value} over all valid pixels. Raises TaskError if no valid pixel was seen."""
         self._require_data()
         n = self.state["count"].double()
         values = {"abs_err": as_float(self.state["abs_sum"] / n), "rel_err": as_float(self.state["rel_sum"] / n)}

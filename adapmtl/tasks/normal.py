@@ -37,14 +37,17 @@ class NormalTask(Task):
     fill_value = 0.0  # the invalid normal (0, 0, 0)
 
     def __init__(self, metrics: Sequence[str] = ("angle_mean", "angle_median", *WITHIN)) -> None:
+        """Raises TaskError for an empty, repeated or unknown metric name."""
         super().__init__(metrics)
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        """Mean 1 − cosine over valid pixels (scalar). Raises TaskError if either is not [B, 3, h/H, w/W]."""
         pred = prepare(self.name, pred, target, 3, 3)
         cosine = F.cosine_similarity(pred, target, dim=1, eps=1e-8)
         return masked_mean(1.0 - cosine, valid_normals(target))
 
     def accumulator(self) -> "NormalMetrics":
+        """A fresh angle-metrics accumulator for this task."""
         return NormalMetrics(self.name, self.metrics)
 
 
@@ -63,6 +66,7 @@ class NormalMetrics(MetricAccumulator):
 
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add one batch. Raises TaskError if `pred` or `target` is not [B, 3, h/H, w/W]."""
         pred = prepare(self.task, pred, target, 3, 3)
         valid = valid_normals(target)
         angle = angles_degrees(pred.permute(0, 2, 3, 1)[valid], target.permute(0, 2, 3, 1)[valid])
@@ -77,6 +81,7 @@ class NormalMetrics(MetricAccumulator):
         self._add("histogram", torch.bincount(bins, minlength=N_BINS))
 
     def compute(self) -> dict[str, float]:
+        """{metric: value} over all valid pixels. Raises TaskError if no valid pixel was seen."""
         self._require_data()
         n = self.state["count"].double()
         values = {

@@ -41,6 +41,8 @@ class SegmentationTask(Task):
         class_weights: Tensor | Sequence[float] | None = None,
         miou_over: MiouOver = "present",
     ) -> None:
+        """Raises TaskError for bad `metrics`, `num_classes` < 2 or not an int, an unknown
+        `miou_over`, or `class_weights` without `num_classes` entries."""
         super().__init__(metrics)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise TaskError(f"{self.name}: num_classes must be an int ≥ 2, got {num_classes!r}")
@@ -80,11 +82,14 @@ class SegmentationTask(Task):
         return total, norm
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        """Cross-entropy over non-ignored pixels (scalar). Raises TaskError if the shapes are wrong,
+        `target` is not int64, or a label is outside [0, K) and not 255."""
         pred = self._check(pred, target)
         total, norm = self._cross_entropy_sum(pred, target)
         return total / norm.clamp(min=torch.finfo(norm.dtype).tiny)
 
     def accumulator(self) -> "SegmentationMetrics":
+        """A fresh confusion-matrix accumulator for this task."""
         return SegmentationMetrics(self)
 
 
@@ -92,11 +97,14 @@ class SegmentationMetrics(MetricAccumulator):
     """Confusion matrix (rows: target, columns: prediction) and cross-entropy sums."""
 
     def __init__(self, task: SegmentationTask) -> None:
+        """Accumulates `task`'s metrics (its classes, weights and mIoU convention)."""
         super().__init__(task.name, task.metrics)
         self.spec = task
 
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add one batch of logits [B, K, h, w] and labels int64 [B, H, W]. Raises TaskError if the
+        shapes are wrong, `target` is not int64, or a label is outside [0, K) and not 255."""
         pred = self.spec._check(pred, target)
         k = self.spec.out_channels
         valid = target != IGNORE_INDEX
@@ -111,6 +119,7 @@ class SegmentationMetrics(MetricAccumulator):
             self._add("ce_norm", norm.double())
 
     def compute(self) -> dict[str, float]:
+        """{metric: value} over the set. Raises TaskError if no non-ignored pixel was seen."""
         self._require_data()
         confusion = self.state["confusion"].double()
         values = {"pixel_acc": as_float(confusion.diagonal().sum() / confusion.sum() * 100.0)}

@@ -75,9 +75,11 @@ class AdaptiveWeighting(TaskWeighting):
                 self._weights = {t: len(self.tasks) * m / total for t, m in means.items()}
 
     def weights(self) -> dict[str, float]:
+        """The current weights (all 1 until every task's window is full)."""
         return dict(self._weights)
 
     def state_dict(self) -> dict[str, Any]:
+        """step, previous losses, the windows and the weights, for a checkpoint."""
         return {
             "step": self.step,
             "previous": dict(self.previous),
@@ -86,6 +88,7 @@ class AdaptiveWeighting(TaskWeighting):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from `state_dict`. Raises KeyError if `state` lacks an entry or one of the tasks."""
         self.step = state["step"]
         self.previous = dict(state["previous"] or {})  # None: a checkpoint from before the first step
         self.history = {t: deque(state["history"][t], maxlen=self.window) for t in self.tasks}

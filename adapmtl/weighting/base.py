@@ -40,10 +40,11 @@ class TaskWeighting(ABC):
         """Record this step's loss value of every task (plain floats)."""
 
     def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must hold to resume this weighting (plain Python values)."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Resume from what `state_dict` returned."""
 
 
 WEIGHTINGS: dict[str, type[TaskWeighting]] = {}
@@ -67,8 +68,8 @@ def create_weighting(name: str, tasks: Sequence[str], total_steps: int, **option
     """The weighting strategy `name` (see `WEIGHTINGS`: "adaptive", "equal", ...) for `tasks`, in a
     run of `total_steps` optimizer steps. `options` set to None count as not given.
 
-    Raises WeightingError for an unknown name, or an option the strategy does not take
-    (each declares its own in `options`).
+    Raises WeightingError for an unknown name, an option the strategy does not take
+    (each declares its own in `options`), no tasks, or option values the strategy refuses.
     """
     if name not in WEIGHTINGS:
         raise WeightingError(f"unknown weighting {name!r}; expected one of {sorted(WEIGHTINGS)}")

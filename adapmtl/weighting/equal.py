@@ -11,4 +11,5 @@ class EqualWeighting(TaskWeighting):
     name = "equal"
 
     def weights(self) -> dict[str, float]:
+        """{task: 1.0} for every task."""
         return {t: 1.0 for t in self.tasks}
