@@ -1,6 +1,9 @@
-"""What a bench's finished runs say: each run against the dense run of its seed, then mean ± std
-over seeds, written as `bench.md` (paper-style tables), `bench.csv` (one row per method and target;
-`<column> std` beside each mean) and `bench.json` (the bench config, every run's result, the rows).
+"""What a bench's finished runs say: each run against the dense run of its seed (ΔT, paired per
+seed), its mean and 95 % interval over seeds, each method against the bench's `compare_to` method
+(win / loss / tie), and the sanity checks that say whether the setting can rank methods at all
+(`adapmtl.experiments.stats`). Written as `bench.md` (the checks first, then the tables),
+`bench.csv` (one row per method and target; `<column> std` beside each mean, `ΔT low`/`ΔT high`
+the 95 % interval) and `bench.json` (the bench config, every run's result, the rows, the analysis).
 Cells are formatted by `adapmtl.report.table`, as in `adapmtl report`.
 """
 from __future__ import annotations
@@ -8,12 +11,22 @@ from __future__ import annotations
 import json
 import math
 import platform
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
+from adapmtl.engine.config import Config
+from adapmtl.engine.data import build_dataset
 from adapmtl.engine.rundir import RunDir
+from adapmtl.engine.trainer import build_model
+from adapmtl.experiments.stats import (
+    Check, Interval, check_convergence, check_heads_share, check_noise_floor, check_random_worse, mean_interval,
+    noise_floor, paired_differences, setting_label, verdict,
+)
+from adapmtl.metrics import MetricError, delta_t
 from adapmtl.report.table import comparison_rows, csv_table, format_cell, markdown_table
+from adapmtl.sparsity import sparsify, sparsity_report
 
 if TYPE_CHECKING:  # bench.py imports this module to write its outputs
     from adapmtl.experiments.bench import Bench
@@ -21,6 +34,8 @@ if TYPE_CHECKING:  # bench.py imports this module to write its outputs
 BASELINE = "dense"
 """The method every bench run is compared with (ΔT); a bench always runs it."""
 SUMMARY_COLUMNS = ("train iters", "dense iters")
+RANDOM_CHECK_TARGET = 0.9
+"""`random` at this target must be clearly worse than dense for the setting to be valid."""
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -69,6 +84,106 @@ def aggregate(bench: Bench) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
     return runs, rows
 
 
+def component_numel(config: Config) -> dict[str, int]:
+    """{component: prunable weights} of the model `config` builds (backbone, then one entry per
+    head), counted as AdapMTL prunes them: `sparsify`, then `sparsity_report`'s numel.
+    Raises DatasetError if the dataset cannot be opened (its task table sizes the heads)."""
+    dataset = build_dataset(config, "train")
+    model = sparsify(build_model(config, dataset.task_channels))
+    return {name: component.numel for name, component in sparsity_report(model).components.items()}
+
+
+@dataclass
+class Analysis:
+    """What the finished runs of a bench say, paired per seed (ΔT in %).
+
+    numel: {component: prunable weights}. cross: {"dense seed j on test i": ΔT of seed j's dense
+    model against seed i's, on seed i's test set}. noise_floor: their RMS (None: no pair).
+    delta: {run label: {seed: ΔT against that seed's dense run}}. intervals: {run label: mean and
+    95 % interval of delta}. versus: {run label: (its ΔT minus compare_to's at the same target,
+    paired per seed, as an interval; "win"/"loss"/"tie" or None)}. convergence: the interval of
+    dense at the convergence budget against dense. checks: the sanity checks; label: the verdict
+    on the setting ("setting valid: ...", "setting invalid: ...", "setting not fully checked: ...").
+    """
+
+    numel: dict[str, int]
+    cross: dict[str, float]
+    noise_floor: Optional[float]
+    delta: dict[str, dict[int, float]]
+    intervals: dict[str, Interval]
+    versus: dict[str, tuple[Interval, Optional[str]]]
+    convergence: Optional[Interval]
+    checks: list[Check]
+    label: str
+
+    @property
+    def valid(self) -> bool:
+        return all(c.status == "pass" for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for bench.json."""
+        return {"numel": self.numel, "heads_share": 1 - self.numel.get("backbone", 0) / max(1, sum(self.numel.values())),
+                "cross": self.cross, "noise_floor": self.noise_floor,
+                "delta": {k: {str(s): v for s, v in d.items()} for k, d in self.delta.items()},
+                "intervals": {k: asdict(v) for k, v in self.intervals.items()},
+                "versus": {k: {**asdict(i), "verdict": v} for k, (i, v) in self.versus.items()},
+                "convergence": None if self.convergence is None else asdict(self.convergence),
+                "checks": [asdict(c) for c in self.checks], "label": self.label, "valid": self.valid}
+
+
+def _overall_delta(result: dict[str, Any], base: dict[str, Any]) -> Optional[float]:
+    try:
+        return delta_t(result["test"], base["test"]).overall
+    except MetricError:  # e.g. a baseline metric of 0; the tables say "n/a" for it
+        return None
+
+
+def analyse(bench: Bench) -> Analysis:
+    """Pair every finished run with its seed's dense run, measure the noise floor from the
+    cross-evaluated dense models (`bench.cross_file`, written by `cross_evaluate`), and run the
+    sanity checks. Runs or files not there yet are left out (their checks read "not checked").
+    Raises RunDirError if a result.json is damaged, DatasetError if the dataset cannot be opened,
+    OSError or ValueError if a cross-evaluation file cannot be read or is not JSON."""
+    section = bench.section
+    runs = bench.runs()
+    results = {r: res for r in runs if (res := RunDir(r.run_dir).result()) is not None}
+    dense = {r.seed: results[r] for r in bench.dense_runs().values() if r in results}
+    cross = {}
+    for test_seed, base in dense.items():
+        for model_seed in dense:
+            path = bench.cross_file(model_seed, test_seed)
+            if model_seed != test_seed and path.is_file():
+                d = _overall_delta(json.loads(path.read_text()), base)
+                if d is not None:
+                    cross[f"dense seed {model_seed} on test {test_seed}"] = d
+    floor = noise_floor(cross.values())
+    delta: dict[str, dict[int, float]] = {}
+    for run, result in results.items():
+        if run.seed in dense and not (run.method == BASELINE and run.budget == 1):
+            d = _overall_delta(result, dense[run.seed])
+            if d is not None:
+                delta.setdefault(run.label, {})[run.seed] = d
+    intervals = {label: mean_interval(list(d.values())) for label, d in delta.items()}
+    versus = {}
+    for method in section.methods:
+        for target in section.targets:
+            reference = delta.get(f"{section.compare_to} target={target:g}", {})
+            label = f"{method} target={target:g}"
+            pairs = paired_differences(delta.get(label, {}), reference)
+            if method != section.compare_to and pairs:
+                difference = mean_interval(list(pairs.values()))
+                versus[label] = (difference, verdict(difference, floor))
+    convergence = None
+    if section.convergence is not None:
+        convergence = intervals.get(f"{BASELINE} x{section.convergence:g} steps")
+    numel = component_numel(bench.config(runs[0]))
+    checks = [check_heads_share(numel, section.min_head_share),
+              check_noise_floor(floor, len(cross)),
+              check_convergence(convergence, floor, section.convergence),
+              check_random_worse(intervals.get(f"random target={RANDOM_CHECK_TARGET:g}"), floor, RANDOM_CHECK_TARGET)]
+    return Analysis(numel, cross, floor, delta, intervals, versus, convergence, checks, setting_label(checks))
+
+
 def _cell(row: dict[str, Any], column: str) -> str:
     if column in SUMMARY_COLUMNS:  # iteration counts: whole numbers, no spread
         return format_cell(column, row.get(column), digits=0)
@@ -76,35 +191,83 @@ def _cell(row: dict[str, Any], column: str) -> str:
 
 
 def _markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    shown = [{"method": row["method"], "target": "–" if row["method"] == BASELINE else f"{row['target']:g}",
+    shown = [{"method": row["run"] if row["method"] == BASELINE else row["method"],
+              "target": "–" if row["method"] == BASELINE else f"{row['target']:g}",
               **{c: _cell(row, c) for c in columns}} for row in rows]
     return markdown_table(shown, columns=["method", "target", *columns])
 
 
+_NOT_COLUMNS = ("run", "method", "target", "seeds", "ΔT low", "ΔT high")
+
+
 def tables(rows: list[dict[str, Any]]) -> str:
-    """Markdown: the headline pivot, the summary (ΔT per task, sparsities, ΔT, iterations) and every
-    metric, one row per method and target (`rows` as `aggregate` makes them)."""
-    keys = [k for k in dict.fromkeys(k for r in rows for k in r)
-            if k not in ("run", "method", "target", "seeds") and not k.endswith(" std")]
+    """Markdown: the summary (ΔT per task, sparsities, ΔT, iterations) and every metric, one row per
+    method and target (`rows` as `aggregate` makes them), as mean ± std over seeds."""
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in _NOT_COLUMNS and not k.endswith(" std")]
     summary = [k for k in keys if k.startswith("ΔT ")] + [k for k in keys if k.startswith("sparsity")] \
         + ["ΔT", *SUMMARY_COLUMNS]
     metrics = [k for k in keys if k not in summary]
     seeds = max((r["seeds"] for r in rows), default=0)
     note = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
-    return (f"ΔT in % against the dense model of the same seed (positive = better); sparsity in %; {note}.\n\n"
-            f"ΔT by method and target sparsity:\n\n{headline(rows)}\n\n"
-            f"{_markdown(rows, summary)}\n\nTest metrics:\n\n{_markdown(rows, metrics)}\n")
+    return (f"Per task, per component ({note}; ΔT in % against the dense model of the same seed, "
+            f"sparsity in %):\n\n{_markdown(rows, summary)}\n\nTest metrics:\n\n{_markdown(rows, metrics)}\n")
 
 
-def headline(rows: list[dict[str, Any]]) -> str:
-    """A Markdown pivot of overall ΔT: one row per sparse method, one column per target ("missing"
-    where that run has not finished)."""
-    sparse = [r for r in rows if r["method"] != BASELINE]
-    targets = [f"{t:g}" for t in sorted({r["target"] for r in sparse})]
-    pivot = [{"method": method, **dict.fromkeys(targets, "missing"),
-              **{f"{r['target']:g}": _cell(r, "ΔT") for r in sparse if r["method"] == method}}
-             for method in dict.fromkeys(r["method"] for r in sparse)]
+_WORDS = {"win": "better", "loss": "worse", "tie": "tie"}
+
+
+def headline(bench: Bench, analysis: Analysis) -> str:
+    """A Markdown pivot of overall ΔT against dense: one row per sparse method, one column per
+    target; each cell the mean [95 % interval] over seeds and whether it is better, worse or a tie
+    with dense ("missing" where no run has finished)."""
+    targets = [f"{t:g}" for t in bench.section.targets]
+    pivot = []
+    for method in bench.section.methods:
+        row = {"method": method}
+        for target in targets:
+            interval = analysis.intervals.get(f"{method} target={target}")
+            word = None if interval is None else verdict(interval, analysis.noise_floor)
+            row[target] = "missing" if interval is None else interval.text() + (f" {_WORDS[word]}" if word else "")
+        pivot.append(row)
     return markdown_table(pivot, columns=["method", *targets])
+
+
+def versus_table(bench: Bench, analysis: Analysis) -> str:
+    """A Markdown pivot of each method against `compare_to`, paired per seed: "win", "loss" or
+    "tie" (for the row's method), then the mean difference of ΔT [95 % interval]."""
+    targets = [f"{t:g}" for t in bench.section.targets]
+    pivot = []
+    for method in bench.section.methods:
+        if method == bench.section.compare_to:
+            continue
+        row = {"method": method}
+        for target in targets:
+            entry = analysis.versus.get(f"{method} target={target}")
+            row[target] = "missing" if entry is None else f"{entry[1] or 'n/a'} {entry[0].text()}"
+        pivot.append(row)
+    return markdown_table(pivot, columns=["method", *targets])
+
+
+def report_text(bench: Bench, rows: list[dict[str, Any]], analysis: Analysis) -> str:
+    """bench.md: the verdict on the setting and its sanity checks, the ΔT pivot against dense with
+    95 % intervals, each method against `compare_to`, then the detailed tables."""
+    checks = markdown_table([{"check": c.name, "value": c.value, "rule": c.rule, "status": c.status}
+                             for c in analysis.checks], columns=["check", "value", "rule", "status"])
+    heading = analysis.label if analysis.valid else f"{analysis.label.split(':')[0]}, not a ranking"
+    floor = "unknown" if analysis.noise_floor is None else f"{analysis.noise_floor:.2f}"
+    seeds = len(bench.section.seeds)
+    rule = (f"Mean [95 % t interval] over up to {seeds} seeds, paired per seed; a difference within the noise "
+            f"floor ({floor} ΔT) or whose interval contains 0 is a tie.")
+    reference = bench.section.compare_to
+    return (f"# Bench `{bench.source}`: {analysis.label}\n\n"
+            f"Sanity checks (the table can rank methods only if all pass):\n\n{checks}\n\n"
+            f"## ΔT against dense ({heading})\n\n"
+            f"ΔT in % against the dense model of the same seed (positive = better). {rule}\n\n"
+            f"{headline(bench, analysis)}\n\n"
+            f"## Each method against {reference} ({heading})\n\n"
+            f"The row's ΔT minus {reference}'s, seed by seed: win = the row's method is better than {reference}. "
+            f"{rule}\n\n{versus_table(bench, analysis)}\n\n"
+            f"## Details\n\n{tables(rows)}")
 
 
 def write_outputs(bench: Bench) -> dict[str, Any]:
@@ -112,11 +275,16 @@ def write_outputs(bench: Bench) -> dict[str, Any]:
     out_dir (created if needed); returns the JSON content (with `missing`: the unfinished runs).
     Raises RunDirError if a run's result.json is damaged, OSError if out_dir cannot be written."""
     runs, rows = aggregate(bench)
+    analysis = analyse(bench)
+    for row in rows:
+        interval = analysis.intervals.get(row["run"])
+        if interval is not None and interval.low is not None:
+            row["ΔT low"], row["ΔT high"] = interval.low, interval.high
     out = bench.out_dir
     out.mkdir(parents=True, exist_ok=True)
     expected = len(bench.runs())
     missing = [f"{r.label} seed={r.seed}" for r in bench.runs() if not RunDir(r.run_dir).finished]
-    text = tables(rows)
+    text = report_text(bench, rows, analysis)
     if missing:
         text += f"\nMissing {len(missing)} of {expected} runs: {', '.join(missing)}\n"
     (out / "bench.md").write_text(text)
@@ -125,7 +293,7 @@ def write_outputs(bench: Bench) -> dict[str, Any]:
         "bench": bench.section.model_dump(), "config": bench.base, "source": bench.source,
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "torch": torch.__version__, "threads": torch.get_num_threads()},
-        "missing": missing, "runs": runs, "rows": rows,
+        "missing": missing, "runs": runs, "rows": rows, "analysis": analysis.to_dict(),
     }
     (out / "bench.json").write_text(json.dumps(content, indent=2))
     return content

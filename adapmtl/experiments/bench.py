@@ -6,18 +6,23 @@ shares) plus a `bench` section:
     bench:
       methods: [adapmtl, snip, lth]     # dense is always added: it is the ΔT baseline
       targets: [0.5, 0.7, 0.9]
-      seeds: [0, 1]
+      seeds: [0, 1, 2]
       out_dir: runs/bench_synthetic
+      convergence: 2          # dense also at 2 × train.steps per seed: has the reference converged?
+      min_head_share: 0.7     # the heads must hold at least 70 % of the prunable weights
+      compare_to: adapmtl     # every method is also compared with this one, paired per seed
 
 The shared `method:` section holds options for the methods that have them: each run takes
 the keys its method declares (e.g. `update_every` reaches gmp and disparse_dynamic only);
 a key that no benched method has is an error.
 
 Every (method, target, seed) is a normal engine run in `out_dir/<method>/t<target>/seed<seed>`
-(dense: `out_dir/dense/seed<seed>`), so `adapmtl eval` works on each. A run with a
-result.json is skipped; one with a checkpoint but no result is resumed. The dense run of a
-seed is the ΔT baseline of that seed's runs; figures are then averaged over seeds and written
-as bench.md, bench.csv and bench.json (`adapmtl.experiments.aggregate`).
+(dense: `out_dir/dense/seed<seed>`; dense at `convergence` × the steps: `out_dir/dense_x<k>/seed<seed>`),
+so `adapmtl eval` works on each. A run with a result.json is skipped; one with a checkpoint but no
+result is resumed. The dense run of a seed is the ΔT baseline of that seed's runs. Once the dense runs
+are done, each seed's dense model is evaluated on every other seed's test set (`out_dir/noise/`): the
+noise floor. Then the sanity checks are printed (`adapmtl.experiments.stats`), the other runs train,
+and figures go to bench.md, bench.csv and bench.json (`adapmtl.experiments.aggregate`).
 """
 from __future__ import annotations
 
@@ -29,12 +34,14 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from adapmtl.engine.config import Config, ConfigError, apply_overrides, read_yaml, validate_config
+from adapmtl.engine.run_eval import run_evaluator
 from adapmtl.engine.rundir import RunDir
 from adapmtl.engine.trainer import resume, train
-from adapmtl.experiments.aggregate import BASELINE, write_outputs
+from adapmtl.experiments.aggregate import BASELINE, analyse, component_numel, write_outputs
+from adapmtl.files import write_atomic
 from adapmtl.methods import METHODS
 
 
@@ -47,6 +54,15 @@ class BenchSection(BaseModel):
     seeds: list[int] = Field([0], min_length=1)
     out_dir: str = "runs/bench"
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads for the runs; default: torch's")
+    convergence: Optional[float] = Field(
+        2.0, gt=1, description="also train dense at this multiple of train.steps (and of the lr schedule) per "
+        "seed; the dense reference has converged when both agree within the noise floor. null: no check")
+    min_head_share: Optional[float] = Field(
+        0.7, ge=0, le=1, description="least share of the prunable weights the heads must hold (the paper's models: "
+        "about 0.77); a smaller share labels the table 'setting invalid'. null: reported, not checked")
+    compare_to: Optional[str] = Field(
+        None, description="the method every other is compared with, paired per seed (win/loss/tie); "
+        "default: adapmtl if benched, else the first method")
 
     @field_validator("methods")
     @classmethod
@@ -64,19 +80,35 @@ class BenchSection(BaseModel):
             raise ValueError(f"targets must lie in (0, 1), got {bad}")
         return targets
 
+    @model_validator(mode="after")
+    def _reference(self) -> "BenchSection":
+        if self.compare_to is None:
+            self.compare_to = "adapmtl" if "adapmtl" in self.methods else self.methods[0]
+        elif self.compare_to not in self.methods:
+            raise ValueError(f"compare_to {self.compare_to!r} is not among the benched methods {self.methods}")
+        return self
+
+
+# Step counts of `train` that scale with the budget, so that a longer run has the same schedule shape.
+_SCALED_STEPS = ("steps", "lr_step", "log_every", "val_every", "checkpoint_every")
+
 
 @dataclass(frozen=True)
 class BenchRun:
-    """One run of the bench: its method, target (0 for dense), seed and folder."""
+    """One run of the bench: its method, target (0 for dense), seed and folder; `budget` multiplies
+    train.steps and the lr schedule (1 for every run but the dense convergence check)."""
 
     method: str
     target: float
     seed: int
     run_dir: Path
+    budget: float = 1.0
 
     @property
     def label(self) -> str:
-        return self.method if self.method == BASELINE else f"{self.method} target={self.target:g}"
+        if self.method == BASELINE:
+            return BASELINE if self.budget == 1 else f"{BASELINE} x{self.budget:g} steps"
+        return f"{self.method} target={self.target:g}"
 
 
 @dataclass
@@ -92,8 +124,13 @@ class Bench:
         return Path(self.section.out_dir)
 
     def runs(self) -> list[BenchRun]:
-        """Dense first for every seed, then every method × target × seed."""
+        """Dense first for every seed, then dense at the convergence budget, then every
+        method × target × seed."""
         runs = [BenchRun(BASELINE, 0.0, s, self.out_dir / BASELINE / f"seed{s}") for s in self.section.seeds]
+        if self.section.convergence is not None:
+            k = self.section.convergence
+            runs += [BenchRun(BASELINE, 0.0, s, self.out_dir / f"{BASELINE}_x{k:g}" / f"seed{s}", k)
+                     for s in self.section.seeds]
         for method in self.section.methods:
             for target in self.section.targets:
                 runs += [BenchRun(method, target, s, self.out_dir / method / f"t{target:g}" / f"seed{s}")
@@ -109,7 +146,21 @@ class Bench:
         raw["method"] = {**shared, "name": run.method, **({"target": run.target} if run.target else {})}
         raw["seed"] = run.seed
         raw["name"] = run.run_dir.name
-        return validate_config(raw, f"{self.source} (run {run.label} seed={run.seed})")
+        where = f"{self.source} (run {run.label} seed={run.seed})"
+        config = validate_config(raw, where)
+        if run.budget == 1:
+            return config
+        raw.setdefault("train", {}).update(
+            {key: max(1, round(getattr(config.train, key) * run.budget)) for key in _SCALED_STEPS})
+        return validate_config(raw, where)
+
+    def dense_runs(self, budget: float = 1.0) -> dict[int, BenchRun]:
+        """{seed: the dense run of that seed at `budget`}."""
+        return {r.seed: r for r in self.runs() if r.method == BASELINE and r.budget == budget}
+
+    def cross_file(self, model_seed: int, test_seed: int) -> Path:
+        """Where the test metrics of seed `model_seed`'s dense model on seed `test_seed`'s test set go."""
+        return self.out_dir / "noise" / f"dense_seed{model_seed}_on_test{test_seed}.json"
 
 
 def load_bench(path: str | Path, overrides: Sequence[str] = ()) -> Bench:
@@ -140,27 +191,70 @@ def load_bench(path: str | Path, overrides: Sequence[str] = ()) -> Bench:
     return bench
 
 
+def cross_evaluate(bench: Bench, echo: Callable[[str], None] = partial(print, flush=True)) -> int:
+    """Evaluate every finished dense model (at the bench's budget) on every other seed's test set,
+    for the noise floor; results go to `bench.cross_file(...)` as {"test": metrics}, and files
+    already there are kept. Returns how many evaluations ran. Raises RunDirError or
+    CheckpointError for a damaged dense run, OSError if the file cannot be written."""
+    dense = {s: r for s, r in bench.dense_runs().items() if RunDir(r.run_dir).finished}
+    done = 0
+    for test_seed, test_run in dense.items():
+        todo = [s for s in dense if s != test_seed and not bench.cross_file(s, test_seed).is_file()]
+        if not todo:
+            continue
+        _, _, run_on_test = run_evaluator(test_run.run_dir, "test")  # one test set, rendered once
+        for model_seed in todo:
+            model, _ = RunDir(dense[model_seed].run_dir).load_model()
+            metrics, _ = run_on_test(model)
+            path = bench.cross_file(model_seed, test_seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, json.dumps({"test": metrics}, indent=2).encode())
+            echo(f"noise floor: dense seed={model_seed} evaluated on the test set of seed={test_seed}")
+            done += 1
+    return done
+
+
+def sanity_lines(bench: Bench) -> list[str]:
+    """The sanity checks as they stand (one line each, then the verdict on the setting), for the
+    console. Raises RunDirError if a finished run's files are damaged."""
+    analysis = analyse(bench)
+    return [f"check: {c.name}: {c.value} [{c.status}]" for c in analysis.checks] + [analysis.label]
+
+
 def run_bench(bench: Bench, echo: Callable[[str], None] = partial(print, flush=True)) -> dict[str, Any]:
     """Run every missing run of `bench` (finished ones are skipped, interrupted ones resumed),
     then write bench.md, bench.csv and bench.json to its out_dir; returns the JSON content
-    (see `write_outputs`). `echo` gets one progress line per run. Errors of a run (a bad dataset,
-    a non-finite loss, ...) propagate as `train` raises them; the finished runs stay finished."""
+    (see `write_outputs`). `echo` gets the heads' share of the weights first, one progress line
+    per run, and the sanity checks once the dense runs are done (the noise floor's
+    cross-evaluations run then). Errors of a run (a bad dataset, a non-finite loss, ...)
+    propagate as `train` raises them; the finished runs stay finished."""
     runs = bench.runs()
     if bench.section.threads:
         torch.set_num_threads(bench.section.threads)
+    numel = component_numel(bench.config(runs[0]))
+    share = 1 - numel.get("backbone", 0) / sum(numel.values())
+    minimum = bench.section.min_head_share
+    echo(f"heads hold {100 * share:.1f} % of the {sum(numel.values()):,} prunable weights"
+         + ("" if minimum is None or share >= minimum else
+            f": under the required {100 * minimum:g} %, the table will read 'setting invalid'"))
     started = time.perf_counter()
+    last_dense = max(i for i, r in enumerate(runs) if r.method == BASELINE)
     for i, run in enumerate(runs, 1):
-        where = f"run {i}/{len(runs)}: {run.method}" + (f" target={run.target:g}" if run.target else "") + f" seed={run.seed}"
+        where = f"run {i}/{len(runs)}: {run.label} seed={run.seed}"
         folder = RunDir(run.run_dir)
         if folder.finished:
             echo(f"{where}: finished, skipped")
-            continue
-        t0 = time.perf_counter()
-        if folder.last.is_file():
-            echo(f"{where}: resuming {run.run_dir}")
-            resume(run.run_dir)
         else:
-            echo(f"{where}: training into {run.run_dir}")
-            train(bench.config(run), run.run_dir)
-        echo(f"{where}: done in {time.perf_counter() - t0:.0f} s (bench {time.perf_counter() - started:.0f} s)")
+            t0 = time.perf_counter()
+            if folder.last.is_file():
+                echo(f"{where}: resuming {run.run_dir}")
+                resume(run.run_dir)
+            else:
+                echo(f"{where}: training into {run.run_dir}")
+                train(bench.config(run), run.run_dir)
+            echo(f"{where}: done in {time.perf_counter() - t0:.0f} s (bench {time.perf_counter() - started:.0f} s)")
+        if i - 1 == last_dense:  # the setting can be judged before the long part of the bench
+            cross_evaluate(bench, echo)
+            for line in sanity_lines(bench):
+                echo(line)
     return write_outputs(bench)
