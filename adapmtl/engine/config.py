@@ -5,7 +5,7 @@ Every field has the paper's default where the paper has one (NYU-v2; docs/method
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Annotated, Any, Literal, Optional, Sequence, Union
 
 import torch
 import yaml
@@ -75,6 +75,10 @@ class TrainConfig(_Section):
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = Field(1e-4, ge=0)
     threshold_lr: Optional[float] = Field(None, gt=0, description="default: lr")
+    threshold_lr_scale: Union[Literal["auto"], Annotated[float, Field(gt=0)]] = Field(
+        "auto", description="factor on the thresholds' learning rate; auto: max(1, 7.75 / Σ_t lr(t) of this run) "
+        "when threshold_lr is unset (every run gets the threshold budget of the paper's 20,000-step recipe, and "
+        "exactly that recipe at 20,000 steps; adapmtl.sparsity.budget), else 1")
     threshold_weight_decay: Optional[float] = Field(None, ge=0, description="default: weight_decay")
     lr_step: int = Field(4000, ge=1)
     lr_gamma: float = Field(0.5, gt=0, le=1)
@@ -150,7 +154,8 @@ def _describe(error: dict[str, Any], model: type[BaseModel], raw: dict[str, Any]
 
 
 def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
-    """A Config from a plain dict, or a ConfigError listing every invalid key."""
+    """A Config from a plain dict. Raises ConfigError listing every invalid key (its name, what was
+    wrong, and what is allowed), including method options the chosen method does not take."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections (data, model, method, train), got {type(raw).__name__}")
     try:
@@ -161,7 +166,10 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply `section.key=value` strings (values parsed as YAML) to a raw config dict."""
+    """Apply `section.key=value` strings (values parsed as YAML) to a raw config dict, in place.
+
+    Raises ConfigError for an override that is not key=value, whose value is not valid YAML,
+    or whose path runs through a key that is not a section."""
     for override in overrides:
         key, sep, value = override.partition("=")
         if not sep or not key:
@@ -189,7 +197,9 @@ def preset_names() -> list[str]:
 
 
 def read_yaml(path: str | Path) -> tuple[Path, Any]:
-    """Resolve `path` (a file, or a preset name) and parse it: (the file, its YAML content)."""
+    """Resolve `path` (a file, or a preset name) and parse it: (the file, its YAML content).
+
+    Raises ConfigError if neither the file nor a preset of that name exists, or it is not valid YAML."""
     path = Path(path)
     if not path.is_file() and (PRESETS / f"{path}.yaml").is_file():
         path = PRESETS / f"{path}.yaml"
@@ -202,7 +212,9 @@ def read_yaml(path: str | Path) -> tuple[Path, Any]:
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
-    """Read a YAML config (a path, or a preset name; None: all defaults), apply overrides, validate."""
+    """Read a YAML config (a path, or a preset name; None: all defaults), apply overrides, validate.
+
+    Raises ConfigError (see `read_yaml`, `apply_overrides`, `validate_config`)."""
     raw: dict[str, Any] = {}
     source = "defaults"
     if path is not None:

@@ -180,7 +180,11 @@ class RunDir:
         self.require_finished()
         metadata = _safetensors_metadata(self.model_file)
         if "model" in metadata:
-            return ModelSpec.from_dict(json.loads(metadata["model"]), where=str(self.model_file))
+            try:
+                recorded = json.loads(metadata["model"])
+            except json.JSONDecodeError as error:
+                raise RunDirError(f"{self.model_file}: its model spec metadata is damaged ({error})") from None
+            return ModelSpec.from_dict(recorded, where=str(self.model_file))
         config = self.config()
         tasks = _head_channels(read_state(self.model_file))
         order = list((self.result() or {}).get("test", {}))  # safetensors sorts keys; the result keeps task order

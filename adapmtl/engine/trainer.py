@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,6 +34,7 @@ from adapmtl.engine.runlock import lock_run_dir
 from adapmtl.errors import AdapMTLError
 from adapmtl.methods import Method, MethodContext, create_method
 from adapmtl.models.spec import ModelSpec
+from adapmtl.sparsity.budget import threshold_lr_scale
 from adapmtl.weighting import TaskWeighting, create_weighting
 
 class NonFiniteLossError(AdapMTLError, RuntimeError):
@@ -70,7 +72,9 @@ class Run:
 
 
 def build_model(config: Config, task_channels: dict[str, int]) -> nn.Module:
-    """The configured architecture with one head per task (channels from the dataset)."""
+    """The configured architecture with one head per task (channels from the dataset).
+
+    Raises ModelError for invalid model options (see `create_model`)."""
     return ModelSpec.from_options(config.model, task_channels).build()
 
 
@@ -137,12 +141,18 @@ def build_run(config: Config, run_dir: Path, env: Distributed) -> Run:
 
 
 def _param_groups(method: Method, model: nn.Module, t) -> list[dict[str, Any]]:
-    """The method's optimizer groups; a group of thresholds gets train.threshold_lr / threshold_weight_decay."""
+    """The method's optimizer groups. A group of thresholds gets the learning rate
+    (train.threshold_lr or train.lr) × train.threshold_lr_scale, whose "auto" is the factor that
+    gives the run the threshold budget of the paper's recipe (adapmtl.sparsity.budget; 1 when
+    threshold_lr is set by hand), and train.threshold_weight_decay when set."""
     groups = method.param_groups(model)
     for group in groups:
         if group.get("role") == "thresholds":
-            if t.threshold_lr is not None:
-                group["lr"] = t.threshold_lr
+            scale = t.threshold_lr_scale
+            if scale == "auto":
+                scale = 1.0 if t.threshold_lr is not None else \
+                    threshold_lr_scale(t.lr, t.lr_step, t.lr_gamma, t.steps)
+            group["lr"] = (t.threshold_lr if t.threshold_lr is not None else t.lr) * scale
             if t.threshold_weight_decay is not None:
                 group["weight_decay"] = t.threshold_weight_decay
     return groups
@@ -228,7 +238,10 @@ def _checkpoint_hint(run: Run) -> str:
 
 
 def train_step(run: Run, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-    """One optimizer step over a global batch (in `accumulate` micro-batches); returns task losses."""
+    """One optimizer step over a global batch (in `accumulate` micro-batches); returns task losses.
+
+    Raises NonFiniteLossError (before the step is applied) if a task's loss is NaN or infinite,
+    and DistributedError if another rank stops answering."""
     accumulate = run.config.train.accumulate
     weights = run.weighting.weights()
     weight_vector = torch.tensor([weights[t] for t in run.tasks], device=run.env.device)
@@ -271,7 +284,10 @@ def train_step(run: Run, batch: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def log_record(run: Run, losses: dict[str, float], report: sparsity.SparsityReport) -> dict[str, Any]:
-    return {
+    """One training record of log.jsonl. With a soft-threshold method it also holds the controller's
+    account so far ("controller": interventions, total and net shift) and each score's own learning
+    ("learned": s − s0 − net shift, logits), which the report draws."""
+    record = {
         "step": run.step,
         "loss": losses,
         "total_loss": sum(losses.values()),
@@ -280,6 +296,12 @@ def log_record(run: Run, losses: dict[str, float], report: sparsity.SparsityRepo
         "sparsity": {"overall": report.overall, **{c: v.sparsity for c, v in report.components.items()}},
         "thresholds": report.thresholds,
     }
+    controller = getattr(run.method, "controller", None)  # the soft-threshold methods' SparsityController
+    if controller is not None:
+        summary = controller.summary()
+        record["controller"] = {k: summary[k] for k in ("interventions", "total_shift", "net_shift")}
+        record["learned"] = summary["learned"]
+    return record
 
 
 def validate(run: Run, logger: RunLogger | None) -> None:
@@ -302,6 +324,13 @@ def finish(run: Run, logger: RunLogger | None = None) -> dict[str, Any]:
     A damaged or unfitting best.pt does not block the run: it finishes on the last step's
     weights, with a warning in `logger` (log.jsonl) and in result.json's "warnings" (which
     also lists the warnings of earlier resumes; on rank 0).
+
+    result.json also says how the sparsity came about: "controller" (soft-threshold methods:
+    measurements, interventions, their total and net shift, each score s, its init s0 and its
+    own learning s − s0 − net shift, in logits), "allocation" ({component: {"sparsity", "global"}}:
+    the final sparsity next to what one threshold over all weights gives at the same overall
+    sparsity) and "guard" (min_density, the layers it held at their minimum, the layers left all
+    zero). A layer left all zero is also a warning (Python, log.jsonl and "warnings").
     """
     thresholds = sparsity.sparsity_report(run.model).thresholds
     barrier(run.env)  # rank 0 writes best.pt; the others read it
@@ -323,6 +352,16 @@ def finish(run: Run, logger: RunLogger | None = None) -> dict[str, Any]:
         results[split], _ = evaluate(run.model, loader, run.tasks, run.env, autocast=run.autocast,
                                      progress=run.config.train.progress, description=split)
     report = sparsity.sparsity_report(run.model)
+    collapsed = report.collapsed
+    if collapsed:
+        message = (f"{len(collapsed)} prunable layer(s) ended all zero, so their outputs no longer depend on their "
+                   f"inputs: {', '.join(collapsed)} (method.min_density={run.config.method.min_density:g})")
+        warnings.warn(message, stacklevel=2)
+        if logger:
+            logger.warn(run.step, message)
+    controller = getattr(run.method, "controller", None)  # the soft-threshold methods' SparsityController
+    maskset = getattr(run.method, "maskset", None)  # the mask methods' MaskSet
+    guarded = finalized.guarded if finalized is not None else (maskset.guarded if maskset is not None else [])
     result = {
         "method": run.method.name,
         "target": run.config.method.target if run.method.sparse else 0.0,
@@ -339,6 +378,11 @@ def finish(run: Run, logger: RunLogger | None = None) -> dict[str, Any]:
         "finalize": None if finalized is None else {
             "shift": finalized.shift, "before": finalized.before.overall, "after": finalized.after.overall,
             "pruned": finalized.pruned, "revived": finalized.revived},
+        "controller": controller.summary() if controller is not None else None,
+        "allocation": None if finalized is None else {
+            c: {"sparsity": report.components[c].sparsity, "global": g}
+            for c, g in finalized.global_allocation.items() if c in report.components},
+        "guard": {"min_density": run.config.method.min_density, "guarded": guarded, "collapsed": collapsed},
         "warnings": run_warnings(run.run_dir) if logger else [],
     }
     if run.env.is_main:  # written atomically: a kill leaves no half model, and result.json last marks the end
@@ -367,7 +411,9 @@ def _prepare_run_dir(config: Config, run_dir: Path, env: Distributed) -> None:
 
 
 def check_stop_at(stop_at: int | None, step: int, steps: int) -> None:
-    """A `stop_at` must lie after the current `step` and at most at the run's last step (ConfigError)."""
+    """Check that `stop_at` lies after the current `step` and at most at the run's last step.
+
+    Raises ConfigError otherwise (None passes: no stop)."""
     if stop_at is not None and not step < stop_at <= steps:
         raise ConfigError(f"--stop-at {stop_at}: expected a step after the current one ({step}) and at most "
                           f"train.steps ({steps})")

@@ -102,8 +102,10 @@ def load_run(path: str | Path, label: str | None = None) -> RunRecord:
         config = folder.config().model_dump(mode="json")
         result = folder.result()
         log = read_log(path)
-    except (RunDirError, json.JSONDecodeError) as error:
-        raise ReportError(f"{path}: a damaged {RunDir.RESULT} or {RunDir.LOG} ({error})") from None
+    except RunDirError as error:  # names the damaged file
+        raise ReportError(str(error)) from None
+    except json.JSONDecodeError as error:
+        raise ReportError(f"{RunDir(path).log_file} is damaged ({error})") from None
     return RunRecord(path, label or path.name, config, log, result)
 
 

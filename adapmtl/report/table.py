@@ -7,6 +7,7 @@ import io
 from typing import Any, Mapping, Sequence
 
 from adapmtl.metrics import MetricError, delta_t
+from adapmtl.report.runs import ReportError
 
 SHORT_NAMES = {"segment_semantic": "seg", "normal": "normal", "depth_zbuffer": "depth",
                "keypoints2d": "keypoint", "edge_texture": "edge"}
@@ -16,11 +17,14 @@ def comparison_rows(results: Mapping[str, Mapping[str, Any]], baseline: str | No
     """One flat row per run: its metrics on `split`, ΔT against `baseline`, sparsities (in %).
 
     `results` maps a run label to its result.json content; `baseline` names the dense run
-    (None: no ΔT columns). Raises KeyError if `baseline` is not among `results` or a result
+    (None: no ΔT columns). Raises ReportError if `baseline` is not among `results` or a result
     lacks `split` or "sparsity"; a ΔT that MetricError refuses becomes n/a with a "note".
     """
     if baseline is not None and baseline not in results:
-        raise KeyError(f"baseline run {baseline!r} is not among the runs: {list(results)}")
+        raise ReportError(f"baseline run {baseline!r} is not among the runs: {list(results)}")
+    missing = [label for label, result in results.items() if split not in result or "sparsity" not in result]
+    if missing:
+        raise ReportError(f"the results of {missing} have no {split!r} metrics or no sparsity (not finished runs?)")
     base = results[baseline][split] if baseline is not None else None
     rows = []
     for label, result in results.items():
