@@ -27,7 +27,9 @@ and figures go to bench.md, bench.csv and bench.json (`adapmtl.experiments.aggre
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -54,6 +56,8 @@ class BenchSection(BaseModel):
     seeds: list[int] = Field([0], min_length=1)
     out_dir: str = "runs/bench"
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads for the runs; default: torch's")
+    jobs: int = Field(1, ge=1, description="runs trained at once, each in its own process with `threads` "
+                      "threads (e.g. 2 jobs of 1 thread on 2 cores); 1: one after another, in this process")
     convergence: Optional[float] = Field(
         2.0, gt=1, description="also train dense at this multiple of train.steps (and of the lr schedule) per "
         "seed; the dense reference has converged when both agree within the noise floor. null: no check")
@@ -221,13 +225,53 @@ def sanity_lines(bench: Bench) -> list[str]:
     return [f"check: {c.name}: {c.value} [{c.status}]" for c in analysis.checks] + [analysis.label]
 
 
+def _train_run(bench: Bench, run: BenchRun) -> float:
+    """Train or resume one run (in this process or a worker's); returns its seconds."""
+    if bench.section.threads:
+        torch.set_num_threads(bench.section.threads)
+    t0 = time.perf_counter()
+    if RunDir(run.run_dir).last.is_file():
+        resume(run.run_dir)
+    else:
+        train(bench.config(run), run.run_dir)
+    return time.perf_counter() - t0
+
+
+def _run_all(bench: Bench, numbered: list[tuple[int, BenchRun]], pool: Optional[ProcessPoolExecutor],
+             echo: Callable[[str], None], started: float) -> None:
+    """Train the unfinished runs of `numbered` ((position, run) pairs): in this process when `pool`
+    is None, else all at once in `pool`; returns when all are done, or raises the first error
+    after cancelling the runs not yet started."""
+    total = len(bench.runs())
+    futures: dict[Future, str] = {}
+    for i, run in numbered:
+        where = f"run {i}/{total}: {run.label} seed={run.seed}"
+        if RunDir(run.run_dir).finished:
+            echo(f"{where}: finished, skipped")
+            continue
+        echo(f"{where}: {'resuming' if RunDir(run.run_dir).last.is_file() else 'training into'} {run.run_dir}")
+        if pool is None:
+            seconds = _train_run(bench, run)
+            echo(f"{where}: done in {seconds:.0f} s (bench {time.perf_counter() - started:.0f} s)")
+        else:
+            futures[pool.submit(_train_run, bench, run)] = where
+    try:
+        for future in as_completed(futures):
+            echo(f"{futures[future]}: done in {future.result():.0f} s (bench {time.perf_counter() - started:.0f} s)")
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+
+
 def run_bench(bench: Bench, echo: Callable[[str], None] = partial(print, flush=True)) -> dict[str, Any]:
     """Run every missing run of `bench` (finished ones are skipped, interrupted ones resumed),
-    then write bench.md, bench.csv and bench.json to its out_dir; returns the JSON content
-    (see `write_outputs`). `echo` gets the heads' share of the weights first, one progress line
-    per run, and the sanity checks once the dense runs are done (the noise floor's
-    cross-evaluations run then). Errors of a run (a bad dataset, a non-finite loss, ...)
-    propagate as `train` raises them; the finished runs stay finished."""
+    `bench.section.jobs` at a time, then write bench.md, bench.csv and bench.json to its out_dir;
+    returns the JSON content (see `write_outputs`). `echo` gets the heads' share of the weights
+    first, progress lines per run, and the sanity checks once the dense runs are done (the noise
+    floor's cross-evaluations run then), before the other runs start. Errors of a run (a bad
+    dataset, a non-finite loss, ...) propagate as `train` raises them; the finished runs stay
+    finished, and with several jobs the runs not yet started are not started."""
     runs = bench.runs()
     if bench.section.threads:
         torch.set_num_threads(bench.section.threads)
@@ -238,23 +282,17 @@ def run_bench(bench: Bench, echo: Callable[[str], None] = partial(print, flush=T
          + ("" if minimum is None or share >= minimum else
             f": under the required {100 * minimum:g} %, the table will read 'setting invalid'"))
     started = time.perf_counter()
-    last_dense = max(i for i, r in enumerate(runs) if r.method == BASELINE)
-    for i, run in enumerate(runs, 1):
-        where = f"run {i}/{len(runs)}: {run.label} seed={run.seed}"
-        folder = RunDir(run.run_dir)
-        if folder.finished:
-            echo(f"{where}: finished, skipped")
-        else:
-            t0 = time.perf_counter()
-            if folder.last.is_file():
-                echo(f"{where}: resuming {run.run_dir}")
-                resume(run.run_dir)
-            else:
-                echo(f"{where}: training into {run.run_dir}")
-                train(bench.config(run), run.run_dir)
-            echo(f"{where}: done in {time.perf_counter() - t0:.0f} s (bench {time.perf_counter() - started:.0f} s)")
-        if i - 1 == last_dense:  # the setting can be judged before the long part of the bench
-            cross_evaluate(bench, echo)
-            for line in sanity_lines(bench):
-                echo(line)
+    numbered = list(enumerate(runs, 1))
+    pool = None
+    if bench.section.jobs > 1:  # spawn: a fresh interpreter per worker, not a fork of torch's threads
+        pool = ProcessPoolExecutor(bench.section.jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        _run_all(bench, [(i, r) for i, r in numbered if r.method == BASELINE], pool, echo, started)
+        cross_evaluate(bench, echo)  # the setting can be judged before the long part of the bench
+        for line in sanity_lines(bench):
+            echo(line)
+        _run_all(bench, [(i, r) for i, r in numbered if r.method != BASELINE], pool, echo, started)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return write_outputs(bench)
