@@ -83,16 +83,22 @@ def test_lth_late_rewinding_stores_the_weights_of_that_step(tmp_path):
 
 def test_keep_top_selects_exactly_k_with_ties_broken_by_position():
     model = nn.Sequential(nn.Linear(4, 3, bias=False), nn.Linear(3, 2, bias=False))
-    masks = MaskSet(model)
+    masks = MaskSet(model, min_density=0)  # no collapse guard: layer "1" may lose every weight
     with torch.no_grad():
         for m in model:
             m.weight.fill_(1.0)  # every score ties
     masks.keep_top({n: w.abs() for n, w in masks.weights().items()}, 5)
     assert [int(m.sum()) for m in masks.masks.values()] == [5, 0]
-    assert masks.masks["0"].flatten().tolist() == [True] * 5 + [False] * 7
+    assert masks.masks["0"].flatten().tolist() == [True] * 5 + [False] * 7 and masks.guarded == []
     assert int((model[0].weight == 0).sum()) == 7 and int((model[1].weight == 0).sum()) == 6
     with pytest.raises(MethodError, match="cannot keep 19"):
         masks.keep_top({n: w.abs() for n, w in masks.weights().items()}, 19)
+    guarded = MaskSet(model)  # the default guard keeps one weight of each layer, the first by position
+    guarded.keep_top({n: w.abs() for n, w in guarded.weights().items()}, 5)
+    assert [int(m.sum()) for m in guarded.masks.values()] == [4, 1] and guarded.guarded == ["1"]
+    assert guarded.masks["1"].flatten().tolist() == [True] + [False] * 5
+    with pytest.raises(MethodError, match="collapse guard keeps 2"):
+        guarded.keep_top({n: w.abs() for n, w in guarded.weights().items()}, 1)
 
 
 def test_pruned_weights_get_no_gradient_unless_asked():

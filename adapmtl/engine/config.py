@@ -161,8 +161,8 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as error:
-        problems = "\n  ".join(_describe(e, Config, raw) for e in error.errors())
-        raise ConfigError(f"{source} is invalid:\n  {problems}") from None
+        problems = "; ".join(_describe(e, Config, raw) for e in error.errors())
+        raise ConfigError(f"{problems} (in {source})") from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -208,7 +208,9 @@ def read_yaml(path: str | Path) -> tuple[Path, Any]:
     try:
         return path, yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}: {getattr(error, 'problem', None) or error}") from None
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
@@ -221,7 +223,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
         path, raw = read_yaml(path)
         source = str(path)
     raw = apply_overrides(raw, overrides)
-    config = validate_config(raw, source if not overrides else f"{source} with overrides {list(overrides)}")
+    config = validate_config(raw, source if not overrides else f"{source} and the overrides")
     if config.name is None and path is not None:
         config.name = f"{Path(path).stem}_{config.method.name}"
     return config

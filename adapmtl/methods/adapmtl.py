@@ -1,7 +1,7 @@
 """`adapmtl`: the paper's method, with the exact-target controller."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import Field
 from torch import nn
@@ -15,7 +15,9 @@ from adapmtl.sparsity import FinalizeReport, SparsityController, SparsityReport
 class ThresholdOptions(MethodOptions):
     """Options of the soft-threshold methods (AdapMTL and its fixed-granularity ablations)."""
 
-    init: float = Field(-20.0, description="initial threshold score s0 (sigmoid(-20) ≈ 2e-9: dense)")
+    init: Union[Literal["auto"], float] = Field(
+        "auto", description="initial threshold score s0, common to every group: 'auto' = logit of the 1 % quantile of "
+        "all prunable |W| (starts 1 % sparse, within learning reach of the weights' scale); -20 = dense, the original's")
     policy: Literal["exact", "freeze"] = Field("exact", description="target control: see SparsityController")
     reach_at: ReachAt = 2 / 3
     schedule: Literal["cubic", "linear"] = "cubic"
@@ -39,7 +41,7 @@ class AdapMTL(Method):
 
     def prepare(self, model: nn.Module) -> None:
         o = self.options
-        sparsity.sparsify(model, init=o.init, granularity=self.granularity or o.granularity)
+        sparsity.sparsify(model, init=o.init, granularity=self.granularity or o.granularity, min_density=o.min_density)
         self.controller = SparsityController(model, o.target, self.steps, reach_at=o.reach_at, schedule=o.schedule,
                                              policy=o.policy, interval=o.interval)
 

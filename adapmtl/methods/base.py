@@ -43,6 +43,9 @@ class MethodOptions(BaseModel):
     weighting: Optional[str] = Field(None, description="task weighting (adaptive, equal, ...); default: the method's")
     weighting_begin: Optional[int] = Field(None, ge=0, description="adaptive: first step of the window")
     weighting_window: Optional[int] = Field(None, ge=1, description="adaptive: window length in steps")
+    min_density: float = Field(0.01, ge=0, le=1, description="collapse guard: every prunable layer keeps at least "
+                               "max(1, ceil(min_density x its weights)), its largest; 0 allows a layer to become "
+                               "all zero (adapmtl.sparsity.guard)")
 
 
 @dataclass

@@ -8,7 +8,10 @@ each layer's component (backbone, one per head), and:
   moments never move them (switched off with `raw_gradients()` to score pruned weights);
 - `keep_top(scores, keep)`: keep exactly `keep` weights with the highest scores over the
   whole model, ties broken by position (layer order, then element index), so a target
-  sparsity is met to the weight and the same scores always give the same mask;
+  sparsity is met to the weight and the same scores always give the same mask; with the
+  collapse guard (`min_density`, as for the soft thresholds: `adapmtl.sparsity.guard`),
+  every layer first keeps its max(1, ⌈min_density · n⌉) best-scored weights, and
+  `guarded` names the layers where that changed the choice;
 - `state_dict()` / `load_state_dict()` for exact resumes.
 
 `MaskedMethod` is the base of every method that prunes with such masks: it builds the
@@ -26,12 +29,16 @@ from torch import nn
 from adapmtl.methods.base import Method, MethodContext, MethodError
 from adapmtl.sparsity import assign_components, prunable_layers
 from adapmtl.sparsity.finalize import TARGET_TOLERANCE
+from adapmtl.sparsity.guard import DEFAULT_MIN_DENSITY, keep_count
 
 
 class MaskSet:
-    """One boolean mask per prunable layer of `model` (all True: dense)."""
+    """One boolean mask per prunable layer of `model` (all True: dense); `min_density` is the
+    collapse guard's share of every layer that `keep_top` never prunes (0: none)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, min_density: float = DEFAULT_MIN_DENSITY) -> None:
+        self.min_density = float(min_density)
+        self.guarded: list[str] = []  # layers the guard held at their minimum in the last keep_top
         self.layers = prunable_layers(model)
         self.component_of = assign_components(model, None, fallback="model")
         self.masks = {name: torch.ones_like(m.weight, dtype=torch.bool) for name, m in self.layers.items()}
@@ -85,17 +92,39 @@ class MaskSet:
 
         With `among` (boolean masks), only those positions compete; the others keep
         their current mask state and `keep` counts only the competitors kept.
-        Ties are broken by position: the earlier layer and element wins.
+        Ties are broken by position: the earlier layer and element wins. The collapse
+        guard first keeps, in every layer, its best-scored competitors up to
+        keep_count(n, min_density) kept weights in all (see the module doc).
+
+        Raises MethodError when `keep` exceeds the competitors, or is below what the guard keeps.
         """
         names = list(self.masks)
+        sizes = [self.masks[n].numel() for n in names]
         flat = torch.cat([scores[n].detach().reshape(-1).double().cpu() for n in names])
         allowed = None if among is None else torch.cat([among[n].reshape(-1).cpu() for n in names])
         candidates = torch.arange(flat.numel()) if allowed is None else allowed.nonzero().flatten()
         if not 0 <= keep <= candidates.numel():
             raise MethodError(f"cannot keep {keep} weights out of {candidates.numel()} candidates")
-        order = torch.sort(flat[candidates], descending=True, stable=True).indices
+        order = candidates[torch.sort(flat[candidates], descending=True, stable=True).indices]
+        layer_of = torch.repeat_interleave(torch.arange(len(names)), torch.tensor(sizes))[order]
+        # the guard: each layer's best competitors, up to its minimum less what it keeps outside `among`
+        need = torch.tensor([keep_count(size, self.min_density) - (0 if among is None else
+                             int((self.masks[n] & ~among[n]).sum())) for n, size in zip(names, sizes)])
+        by_layer = torch.sort(layer_of, stable=True).indices  # score order within each layer
+        starts = torch.cumsum(torch.bincount(layer_of, minlength=len(names)), 0) - torch.bincount(layer_of, minlength=len(names))
+        rank = torch.empty_like(by_layer)
+        rank[by_layer] = torch.arange(by_layer.numel()) - starts[layer_of[by_layer]]
+        protected = rank < need[layer_of]
+        if int(protected.sum()) > keep:
+            raise MethodError(f"cannot keep only {keep} weights: the collapse guard keeps {int(protected.sum())} "
+                              f"(every layer at least max(1, ceil({self.min_density:g} x its weights))); lower the "
+                              "target or method.min_density (0 allows layers to collapse)")
+        rest = ~protected
+        take = protected | (rest & (torch.cumsum(rest, 0) <= keep - int(protected.sum())))
+        plain = torch.bincount(layer_of[:keep], minlength=len(names))  # what the guard-free choice keeps
+        self.guarded = [n for i, n in enumerate(names) if int(plain[i]) < int(need[i])]
         chosen = torch.zeros(flat.numel(), dtype=torch.bool)
-        chosen[candidates[order[:keep]]] = True
+        chosen[order[take]] = True
         offset = 0
         for n in names:
             size = self.masks[n].numel()
@@ -132,7 +161,7 @@ class MaskedMethod(Method):
     """A method that prunes with fixed or scheduled binary masks (see MaskSet)."""
 
     def prepare(self, model: nn.Module) -> None:
-        self.maskset = MaskSet(model)
+        self.maskset = MaskSet(model, self.options.min_density)
         self.final_step = 0  # the step after which the masks no longer change
 
     @property

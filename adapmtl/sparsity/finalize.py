@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -10,9 +11,10 @@ from torch import nn
 from adapmtl.errors import SparsifyError
 from adapmtl.sparsity.bank import BANK_ATTRIBUTE, require_bank
 from adapmtl.sparsity.report import SparsityReport, report_exact_zeros, sparsity_report
-from adapmtl.sparsity.shift import shift_for_zeros
+from adapmtl.sparsity.guard import max_sparsity
+from adapmtl.sparsity.shift import global_allocation, shift_for_zeros
 from adapmtl.sparsity.soft_threshold import soft_threshold
-from adapmtl.sparsity.sparsify import sparse_layers
+from adapmtl.sparsity.sparsify import refresh_caps, sparse_layers
 
 TARGET_TOLERANCE = 0.0005
 
@@ -22,7 +24,11 @@ class FinalizeReport:
     """What finalize did. `shift` is the common change of every threshold score (logit
     units; 0 without a target); `before` is the sparsity the thresholds gave, `after`
     the sparsity of the baked weights; `pruned`/`revived` count the weights the trim
-    zeroed or brought back; `max_change` is the largest change of a surviving weight."""
+    zeroed or brought back; `max_change` is the largest change of a surviving weight.
+    `global_allocation` is {component: sparsity} that one threshold over all weights would give
+    at the same overall sparsity (`adapmtl.sparsity.shift.global_allocation`): the learned
+    allocation is `after`'s components set against it. `guarded` names the layers the collapse
+    guard held at their minimum density, `collapsed` those left all zero (only with min_density 0)."""
 
     target: float | None
     shift: float
@@ -31,6 +37,9 @@ class FinalizeReport:
     pruned: int
     revived: int
     max_change: float
+    global_allocation: dict[str, float] = field(default_factory=dict)
+    guarded: list[str] = field(default_factory=list)
+    collapsed: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         if self.target is None:
@@ -41,7 +50,12 @@ class FinalizeReport:
             f"{self.revived:,} revived, largest change of a kept weight {self.max_change:.2e})"
         ]
         for name, comp in self.after.components.items():
-            lines.append(f"  {name:<18} {self.before.components[name].sparsity:>8.4%} -> {comp.sparsity:.4%}")
+            one = self.global_allocation.get(name)
+            lines.append(f"  {name:<18} {self.before.components[name].sparsity:>8.4%} -> {comp.sparsity:.4%}"
+                         + (f"  (one global threshold: {one:.4%})" if one is not None else ""))
+        if self.guarded:
+            lines.append(f"  collapse guard held {len(self.guarded)} layer(s) at their minimum density: "
+                         + ", ".join(self.guarded))
         return "\n".join(lines)
 
 
@@ -57,18 +71,26 @@ def finalize(model: nn.Module, target: float | None = None) -> FinalizeReport:
     learned allocation across components is kept) so that the overall sparsity equals
     `target` within ±0.0005, usually to the weight. Returns a FinalizeReport.
 
+    Both respect the collapse guard (`adapmtl.sparsity.guard`): its caps are first recomputed
+    from the current weights, so every layer keeps its min_density share. A layer that ends all
+    zero anyway (min_density 0) is named in a UserWarning and in the report's `collapsed`.
+
     Raises SparsifyError (and leaves the model unchanged) if the model is not sparsified,
     if `target` is not in [0, 1), if no whole number of its prunable weights lies within
-    ±0.0005 of `target` (a model of a few hundred weights), or if the weights' values make
-    the target unreachable (many exact zeros, ties, or |w| ≥ 1).
+    ±0.0005 of `target` (a model of a few hundred weights), if the collapse guard's min_density
+    allows no sparsity as high as `target`, or if the weights' values make the target
+    unreachable (many exact zeros, ties, or |w| ≥ 1).
     """
     bank = require_bank(model, "finalize")
     if target is not None and not (isinstance(target, (int, float)) and 0.0 <= target < 1.0):
         raise SparsifyError(f"target must be a sparsity in [0, 1), got {target!r}")
     layers = list(sparse_layers(model))
-    before = sparsity_report(model)
     if target is not None:
-        _check_reachable(target, before.numel)
+        _check_reachable(target, sum(layer.dense_weight.numel() for layer in layers))
+        _check_guard(target, [layer.dense_weight.numel() for layer in layers], bank.min_density)
+    caps = bank.caps.clone()  # restored if the trim fails: the model is then unchanged
+    refresh_caps(model)
+    before = sparsity_report(model)
 
     with torch.no_grad():
         if target is None:
@@ -82,8 +104,10 @@ def finalize(model: nn.Module, target: float | None = None) -> FinalizeReport:
         finalized = []  # computed in full before any layer changes, so a failure leaves the model as it was
         for layer in layers:
             dense = layer.dense_weight.detach()
-            old = soft_threshold(dense, torch.sigmoid(bank.scores.detach()[layer.parametrization.group]))
-            tau = taus[layer.parametrization.group]
+            cap = bank.caps[layer.parametrization.layer]
+            old = soft_threshold(dense, torch.minimum(torch.sigmoid(bank.scores.detach()[layer.parametrization.group]),
+                                                      cap))
+            tau = torch.minimum(taus[layer.parametrization.group], cap.to(taus.dtype))
             new = soft_threshold(dense.to(tau.dtype), tau).to(dense.dtype)
             pruned += int(((old != 0) & (new == 0)).sum())
             revived += int(((old == 0) & (new != 0)).sum())
@@ -93,18 +117,38 @@ def finalize(model: nn.Module, target: float | None = None) -> FinalizeReport:
                 max_change = max(max_change, float((new - old)[kept].abs().max()))
             finalized.append(new)
         if target is not None and abs(zeros / before.numel - target) > TARGET_TOLERANCE:
+            bank.caps.copy_(caps)
             raise SparsifyError(
                 f"could not reach target sparsity {target:.4%}: the nearest reachable is {zeros / before.numel:.4%}, "
                 "because too many weights are exactly zero, tied in magnitude, or |w| ≥ 1 (which no threshold "
                 "below 1 removes). The model is unchanged."
             )
+        one_threshold = global_allocation(layers, bank, zeros)
+        guarded = [l.name for l, new in zip(layers, finalized)
+                   if float(bank.caps[l.parametrization.layer]) < float(taus[l.parametrization.group])]
         for layer, new in zip(layers, finalized):
             _restore_layer(layer.module)
             layer.module.weight.copy_(new)
 
     _remove_bank(model, bank)
     after = report_exact_zeros({l.name: (l.parametrization.component, l.module.weight) for l in layers})
-    return FinalizeReport(target, shift, before, after, pruned, revived, max_change)
+    collapsed = after.collapsed
+    if collapsed:
+        warnings.warn(f"finalize left {len(collapsed)} layer(s) all zero, so their outputs no longer depend on "
+                      f"their inputs: {', '.join(collapsed)} (the collapse guard is off: min_density=0)",
+                      stacklevel=2)
+    return FinalizeReport(target, shift, before, after, pruned, revived, max_change, one_threshold, guarded, collapsed)
+
+
+def _check_guard(target: float, numels: list[int], min_density: float) -> None:
+    """A SparsifyError when the collapse guard keeps too many weights for `target`."""
+    highest = max_sparsity(numels, min_density)
+    if round(target * sum(numels)) > round(highest * sum(numels)):
+        raise SparsifyError(
+            f"target sparsity {target:.4%} is above the {highest:.4%} that the collapse guard allows: every layer "
+            f"keeps at least max(1, ceil({min_density:g} x its weights)). Lower the target, or sparsify with a "
+            "smaller min_density (0 allows layers to collapse). The model is unchanged."
+        )
 
 
 def _check_reachable(target: float, numel: int) -> None:

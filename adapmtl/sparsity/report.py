@@ -14,13 +14,16 @@ from adapmtl.sparsity.sparsify import sparse_layers
 
 @dataclass(frozen=True)
 class LayerSparsity:
-    """One layer: its component, threshold group and τ (None when not sparsified)."""
+    """One layer: its component, threshold group and the group's τ (None when not sparsified);
+    `guarded`: the collapse guard's cap, not τ, sets this layer's threshold (it keeps its
+    min_density share of weights; `adapmtl.sparsity.guard`)."""
 
     component: str
     numel: int
     zeros: int
     group: str | None = None
     threshold: float | None = None
+    guarded: bool = False
 
     @property
     def sparsity(self) -> float:
@@ -68,6 +71,16 @@ class SparsityReport:
             "thresholds": dict(self.thresholds),
         }
 
+    @property
+    def collapsed(self) -> list[str]:
+        """The layers whose every weight is zero (their output no longer depends on their input)."""
+        return [name for name, layer in self.layers.items() if layer.zeros == layer.numel]
+
+    @property
+    def guarded(self) -> list[str]:
+        """The layers the collapse guard keeps at their minimum density."""
+        return [name for name, layer in self.layers.items() if layer.guarded]
+
     def __str__(self) -> str:
         rows = [f"{'component':<20} {'sparsity':>9} {'weights':>12} {'threshold':>11}"]
         for name, c in self.components.items():
@@ -82,8 +95,8 @@ def sparsity_report(
 ) -> SparsityReport:
     """Measure the sparsity of `model`'s prunable weights.
 
-    On a sparsified model, a weight counts as zero when |W| ≤ τ of its group (exactly
-    the zeros of Ŵ); `components`/`exclude` are then ignored. On any other model
+    On a sparsified model, a weight counts as zero when |W| ≤ min(τ of its group, the
+    layer's guard cap) (exactly the zeros of Ŵ); `components`/`exclude` are then ignored. On any other model
     (finalized, or pruned by masks), exact zeros are counted and components are
     inferred as in `sparsify`, or given here. Cheap enough for every training step:
     one reduction per layer and a single host transfer for all of them.
@@ -94,9 +107,14 @@ def sparsity_report(
     layers = list(sparse_layers(model))
     with torch.no_grad():
         taus = bank.thresholds()
-        counts = [(layer.dense_weight.abs() <= taus[layer.parametrization.group]).sum() for layer in layers]
-        values = torch.cat([torch.stack(counts).to(taus.dtype), taus]).double().tolist()  # the one sync
-    zeros, tau_values = values[: len(layers)], values[len(layers):]
+        groups = torch.tensor([layer.parametrization.group for layer in layers], device=taus.device)
+        caps = bank.caps[[layer.parametrization.layer for layer in layers]].to(taus.dtype)
+        effective = torch.minimum(taus[groups], caps)
+        counts = [(layer.dense_weight.abs() <= effective[i]).sum() for i, layer in enumerate(layers)]
+        guarded = (caps < taus[groups]).to(taus.dtype)
+        values = torch.cat([torch.stack(counts).to(taus.dtype), guarded, taus]).double().tolist()  # the one sync
+    n = len(layers)
+    zeros, guards, tau_values = values[:n], values[n: 2 * n], values[2 * n:]
     group_tau = dict(zip(bank.group_names, tau_values))
     per_layer = {
         layer.name: LayerSparsity(
@@ -105,8 +123,9 @@ def sparsity_report(
             zeros=int(z),
             group=bank.group_names[layer.parametrization.group],
             threshold=tau_values[layer.parametrization.group],
+            guarded=bool(g),
         )
-        for layer, z in zip(layers, zeros)
+        for layer, z, g in zip(layers, zeros, guards)
     }
     return _summarise(per_layer, group_tau)
 

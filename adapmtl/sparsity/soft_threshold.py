@@ -16,7 +16,10 @@ def soft_threshold(weight: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
 
 
 class _SoftThresholdFunction(torch.autograd.Function):
-    """soft_threshold(W, sigmoid(scores[group])) as one autograd node.
+    """soft_threshold(W, min(sigmoid(scores[group]), caps[layer])) as one autograd node.
+
+    The cap is the layer's collapse guard (`adapmtl.sparsity.guard`): where it binds, the
+    layer's threshold no longer depends on the score, so the layer adds nothing to ∂L/∂s.
 
     Same values and gradients as plain autograd through `soft_threshold`, but the
     backward reads the saved output Ŵ (which the layer keeps for its own backward
@@ -26,17 +29,19 @@ class _SoftThresholdFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, weight: torch.Tensor, scores: torch.Tensor, group: int) -> torch.Tensor:
+    def forward(ctx, weight: torch.Tensor, scores: torch.Tensor, group: int, caps: torch.Tensor,
+                layer: int) -> torch.Tensor:
         tau = torch.sigmoid(scores[group])
-        out = soft_threshold(weight, tau.to(weight.dtype))
-        ctx.save_for_backward(out, tau)
+        cap = caps[layer].to(tau.dtype)
+        out = soft_threshold(weight, torch.minimum(tau, cap).to(weight.dtype))
+        ctx.save_for_backward(out, tau, cap)
         ctx.group, ctx.num_groups = group, scores.numel()
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        out, tau = ctx.saved_tensors
+        out, tau, cap = ctx.saved_tensors
         grad_weight = grad_scores = None
         if ctx.needs_input_grad[0]:
             grad_weight = torch.where(out != 0, grad_out, 0)
@@ -44,8 +49,9 @@ class _SoftThresholdFunction(torch.autograd.Function):
             # dL/dτ = −Σ_alive sign(w)·dL/dŵ  (sign(Ŵ) is 0 where pruned);  dτ/ds = τ(1 − τ)
             grad_tau = -torch.dot(grad_out.reshape(-1), torch.sign(out).reshape(-1))
             grad_scores = tau.new_zeros(ctx.num_groups)
-            grad_scores[ctx.group] = grad_tau.to(tau.dtype) * tau * (1 - tau)
-        return grad_weight, grad_scores, None
+            free = (tau <= cap).to(tau.dtype)  # 0 where the guard's cap sets the threshold instead
+            grad_scores[ctx.group] = grad_tau.to(tau.dtype) * tau * (1 - tau) * free
+        return grad_weight, grad_scores, None, None, None
 
 
 class SoftThreshold(nn.Module):
@@ -56,14 +62,15 @@ class SoftThreshold(nn.Module):
     plain reference, not a child module, so it is registered (and saved) once.
     """
 
-    def __init__(self, bank: nn.Module, group: int, component: str) -> None:
+    def __init__(self, bank: nn.Module, group: int, component: str, layer: int) -> None:
         super().__init__()
         object.__setattr__(self, "bank", bank)
         self.group = group
         self.component = component
+        self.layer = layer  # this layer's entry in bank.caps
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return _SoftThresholdFunction.apply(weight, self.bank.scores, self.group)
+        return _SoftThresholdFunction.apply(weight, self.bank.scores, self.group, self.bank.caps, self.layer)
 
     def extra_repr(self) -> str:
         return f"group={self.bank.group_names[self.group]!r}, component={self.component!r}"

@@ -12,18 +12,23 @@ from torch.nn.utils import parametrize
 from adapmtl.errors import SparsifyError
 from adapmtl.sparsity.bank import BANK_ATTRIBUTE, ThresholdBank, find_bank, require_bank
 from adapmtl.sparsity.components import ComponentSpec, assign_components
+from adapmtl.sparsity.guard import DEFAULT_MIN_DENSITY, check_min_density, layer_cap
 from adapmtl.sparsity.soft_threshold import SoftThreshold
 
 GRANULARITIES = ("component", "layer", "global")
+AUTO_INIT_SPARSITY = 0.01
+"""init="auto" starts at this overall sparsity: nearly dense, but with every threshold at the scale
+of the weights, so that learning (not a jump of the controller) carries it to the target."""
 
 
 def sparsify(
     model: nn.Module,
     components: ComponentSpec | None = None,
     *,
-    init: float = -20.0,
+    init: float | str = -20.0,
     granularity: str = "component",
     exclude: Iterable[str] = (),
+    min_density: float = DEFAULT_MIN_DENSITY,
 ) -> nn.Module:
     """Make every prunable weight of `model` soft-threshold sparse, in place; returns `model`.
 
@@ -38,21 +43,29 @@ def sparsify(
             {"backbone": "backbone", task: "heads.<task>"} from `model.backbone` and
             the nn.ModuleDict `model.heads`.
         init: the initial score s0 of every threshold (τ = sigmoid(s0)); -20 keeps the
-            model dense at the start (τ ≈ 2e-9).
+            model dense at the start (τ ≈ 2e-9). "auto": s0 = logit of the AUTO_INIT_SPARSITY
+            (1 %) quantile of all prunable |W| (`auto_init`), one common value for every group,
+            so the model starts 1 % sparse and each score starts within learning reach of the
+            weights' scale (with Adam a score moves at most ~lr per step: docs/method.md §2).
         granularity: "component" (one threshold per component: AdapMTL), "layer" (one
             per layer: STR) or "global" (one for the whole model: the ablation). With
             "layer" or "global" and no inferable components, the whole model is
             reported as one component named "model".
         exclude: module-name prefixes or globs of layers to keep dense.
+        min_density: the collapse guard (`adapmtl.sparsity.guard`): every layer keeps at least
+            max(1, ⌈min_density · n⌉) of its n weights, its largest; 0 allows a layer to
+            become all zero.
 
     Raises:
-        SparsifyError: the model is already sparsified, or `init`/`granularity` is invalid.
+        SparsifyError: the model is already sparsified, or `init`/`granularity`/`min_density`
+            is invalid.
         ComponentError: layers cannot be assigned to exactly one component.
     """
     if granularity not in GRANULARITIES:
         raise SparsifyError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
-    if not isinstance(init, (int, float)) or not math.isfinite(init):
-        raise SparsifyError(f"init must be a finite number (the initial threshold score), got {init!r}")
+    if init != "auto" and (not isinstance(init, (int, float)) or not math.isfinite(init)):
+        raise SparsifyError(f"init must be a finite number (the initial threshold score) or 'auto', got {init!r}")
+    min_density = check_min_density(min_density)
     if find_bank(model) is not None:
         raise SparsifyError(f"this {type(model).__name__} is already sparsified; call adapmtl.finalize(model) first.")
 
@@ -71,14 +84,35 @@ def sparsify(
         group_names = ["global"]
         group_of = {name: 0 for name in component_of}
 
+    if init == "auto":
+        init = auto_init([layers[name].weight for name in component_of])
     reference = layers[next(iter(component_of))].weight
-    bank = ThresholdBank(group_names, granularity, init).to(device=reference.device, dtype=reference.dtype)
+    bank = ThresholdBank(group_names, granularity, init, layers=len(component_of), min_density=min_density)
+    bank.to(device=reference.device, dtype=reference.dtype)
+    with torch.no_grad():
+        for index, name in enumerate(component_of):
+            bank.caps[index] = layer_cap(layers[name].weight, min_density)
     model.add_module(BANK_ATTRIBUTE, bank)
-    for name, component in component_of.items():
+    for index, (name, component) in enumerate(component_of.items()):
         parametrize.register_parametrization(
-            layers[name], "weight", SoftThreshold(bank, group_of[name], component), unsafe=True
+            layers[name], "weight", SoftThreshold(bank, group_of[name], component, index), unsafe=True
         )
     return model
+
+
+@torch.no_grad()
+def auto_init(weights: list[torch.Tensor], sparsity: float = AUTO_INIT_SPARSITY) -> float:
+    """logit(q) for q the `sparsity` quantile of |w| over all `weights`: the common initial score at
+    which one threshold would make that share of them zero. Exact zeros are skipped (they are zero
+    at any threshold); -20 (dense) when every weight is zero.
+    """
+    magnitude = torch.cat([w.detach().abs().flatten().double().cpu() for w in weights])
+    magnitude = magnitude[magnitude > 0]
+    if magnitude.numel() == 0:
+        return -20.0
+    q = float(magnitude.kthvalue(max(1, math.ceil(sparsity * magnitude.numel()))).values)
+    q = min(q, 0.5)  # a score above 0 (τ > 0.5) would prune nearly any trained weight
+    return math.log(q) - math.log1p(-q)
 
 
 def _check_layers(layers: dict[str, nn.Module], component_of: dict[str, str]) -> None:
@@ -122,6 +156,19 @@ def sparse_layers(model: nn.Module) -> Iterator[SparseLayer]:
             for p in module.parametrizations.weight:
                 if isinstance(p, SoftThreshold):
                     yield SparseLayer(name, module, p)
+
+
+@torch.no_grad()
+def refresh_caps(model: nn.Module) -> None:
+    """Recompute every layer's collapse-guard cap from its current dense weights
+    (`adapmtl.sparsity.guard.layer_cap`); the controller does this at each measurement and
+    `finalize` before it trims, so the guard follows the weights as they train.
+
+    Raises SparsifyError when `model` is not sparsified.
+    """
+    bank = require_bank(model, "refresh_caps")
+    for layer in sparse_layers(model):
+        bank.caps[layer.parametrization.layer] = layer_cap(layer.dense_weight, bank.min_density)
 
 
 def threshold_parameters(model: nn.Module) -> list[nn.Parameter]:
