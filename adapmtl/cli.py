@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+import warnings
 from typing import Callable, Sequence
 
 import adapmtl
@@ -34,8 +35,8 @@ def _add_data(subparsers: argparse._SubParsersAction) -> None:
     synth = commands.add_parser("synth", help="render synthetic scenes to disk (NYU-v2 or Taskonomy format)")
     synth.add_argument("--out", help="folder to write the dataset into")
     synth.add_argument("--format", choices=["nyuv2", "taskonomy"], default="nyuv2")
-    synth.add_argument("--n", type=int, default=1000, help="number of scenes (default 1000)")
-    synth.add_argument("--size", type=int, nargs=2, default=[96, 128], metavar=("H", "W"))
+    synth.add_argument("--n", type=_positive, default=1000, help="number of scenes (default 1000)")
+    synth.add_argument("--size", type=_positive, nargs=2, default=[96, 128], metavar=("H", "W"))
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--preview", help="also write a PNG grid of a few scenes here")
 
@@ -84,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    warnings.formatwarning = _one_line_warning
     try:
         return int(args.run(args) or 0)
     except (adapmtl.errors.AdapMTLError, OSError, KeyboardInterrupt) as error:
@@ -92,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         message, code = describe_failure(error, getattr(args, "interrupt_hint", None))
         print(f"adapmtl {args.command}: {message}", file=sys.stderr)
         return code
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"adapmtl: warning: {message}\n"
 
 
 def describe_failure(error: BaseException, interrupt_hint: str | None = None) -> tuple[str, int]:
@@ -104,8 +110,20 @@ def describe_failure(error: BaseException, interrupt_hint: str | None = None) ->
             return f"error: the disk is full (writing{where}); free some space and run the command again", 2
         if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return f"error: cannot write{where}: {error.strerror}; choose a writable folder", 2
+        if error.errno in (errno.ENOTDIR, errno.EEXIST):
+            return f"error: cannot write{where}: a file stands where a folder is needed; choose another folder", 2
+        if error.errno == errno.EISDIR:
+            return f"error: cannot write{where}: it is a folder; give a file path", 2
         return f"error:{where}: {error.strerror or error}" if where else f"error: {error}", 2
     return f"error: {error}", 2
+
+
+def _positive(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
 
 
 def _resume_hint(run_dir) -> str:
@@ -143,6 +161,8 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
             result = engine.train(config, args.run_dir, stop_at=args.stop_at)
         if result is not None:
             print(f"test: {result['test']}\nsparsity: {result['sparsity']['overall']:.4f}")
+        else:
+            print(f"stopped after step {args.stop_at}; {_resume_hint(args.resume or engine.run_dir_of(config, args.run_dir))}")
         return 0
 
     parser.set_defaults(run=run)
@@ -194,7 +214,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", required=True, choices=["dense", "sparse", "onnx"])
     parser.add_argument("--half", action="store_true", help="store weights as fp16 (dense, sparse)")
     parser.add_argument("--out", help="file to write (default RUN_DIR/export/...)")
-    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="ONNX check input size (default: the run's)")
+    parser.add_argument("--size", type=_positive, nargs=2, metavar=("H", "W"), help="ONNX check input size (default: the run's)")
 
     def run(args: argparse.Namespace) -> int:
         from adapmtl.export import export_run
@@ -294,12 +314,12 @@ def _add_compile(subparsers: argparse._SubParsersAction) -> None:
         "saves the per-layer plan (reuse it with compile_sparse(model, x, plan=FILE)).",
     )
     parser.add_argument("run_dir")
-    parser.add_argument("--batch", type=int, default=1, help="images per forward (default 1)")
-    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the run's)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating dense/compiled timing rounds")
+    parser.add_argument("--batch", type=_positive, default=1, help="images per forward (default 1)")
+    parser.add_argument("--size", type=_positive, nargs=2, metavar=("H", "W"), help="input size (default: the run's)")
+    parser.add_argument("--threads", type=_positive, help="torch threads (default: torch's choice)")
+    parser.add_argument("--rounds", type=_positive, default=5, help="alternating dense/compiled timing rounds")
     parser.add_argument("--plan", help="where to save the plan (default RUN_DIR/export/plan.json)")
-    parser.add_argument("--top", type=int, default=10, help="slowest layers to list")
+    parser.add_argument("--top", type=_positive, default=10, help="slowest layers to list")
 
     def run(args: argparse.Namespace) -> int:
         import torch

@@ -11,3 +11,7 @@ class ComponentError(AdapMTLError, ValueError):
 
 class SparsifyError(AdapMTLError, ValueError):
     """A model cannot be sparsified or finalized in its current state."""
+
+
+class ExportError(AdapMTLError, ValueError):
+    """A model cannot be exported as asked, or an exported file is damaged or not what it claims."""

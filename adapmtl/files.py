@@ -20,6 +20,7 @@ def write_atomic(path: str | Path, *chunks: bytes | memoryview) -> Path:
     except OSError as error:
         raise _naming(error, path) from None
     try:
+        os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         with os.fdopen(handle, "wb") as file:
             for chunk in chunks:
                 file.write(chunk)
@@ -35,10 +36,15 @@ def write_atomic(path: str | Path, *chunks: bytes | memoryview) -> Path:
 
 
 def _naming(error: OSError, path: Path) -> OSError:
-    """`error` with `path` as its filename when it names none (a full disk's write error names no file)."""
-    if error.filename is not None:
-        return error
+    """`error` naming `path`, the file the caller asked for (not our temporary file; a full disk's
+    write error names no file at all)."""
     return type(error)(error.errno, error.strerror or str(error), str(path))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def remove_temporaries(folder: str | Path) -> list[Path]:

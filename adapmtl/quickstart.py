@@ -20,6 +20,9 @@ def quickstart(out_dir: str | Path = "runs/quickstart", overrides: Sequence[str]
     for method in ("dense", "adapmtl"):
         run_dir = out_dir / method
         folder = RunDir(run_dir)
+        config = load_config("quickstart", [*overrides, f"method.name={method}"])
+        if folder.finished or folder.last.is_file():
+            folder.require_same_config(config)
         if folder.finished:
             echo(f"{method}: finished run found in {run_dir}, reusing it")
             results[method] = folder.result()
@@ -28,7 +31,6 @@ def quickstart(out_dir: str | Path = "runs/quickstart", overrides: Sequence[str]
             echo(f"{method}: resuming the interrupted run in {run_dir}")
             results[method] = resume(run_dir)
             continue
-        config = load_config("quickstart", [*overrides, f"method.name={method}"])
         echo(f"{method}: training {config.train.steps} steps into {run_dir}")
         results[method] = train(config, run_dir)
     table = markdown_table(comparison_rows(results, baseline="dense"), transpose=True)

@@ -36,8 +36,9 @@ def test_an_output_folder_that_cannot_be_made_is_one_line_naming_it(tmp_path, ca
     blocker.write_text("not a folder")
     assert main(["train", "--config", "quickstart", f"out_dir={blocker}", "name=r", *TINY]) == 2
     line = _one_line(capsys.readouterr().err)
-    assert str(blocker / "r") in line and "Not a directory" in line
-    assert main(["data", "synth", "--out", str(blocker / "data"), "--n", "2", "--size", "8", "8"]) == 2
+    assert line == f"adapmtl train: error: cannot write {blocker / 'r'}: a file stands where a folder is needed; " \
+                   "choose another folder"
+    assert main(["data", "synth", "--out", str(blocker / "data"), "--n", "4", "--size", "8", "8"]) == 2
     assert str(blocker) in _one_line(capsys.readouterr().err)
 
 
@@ -130,3 +131,69 @@ class _FullFile:
 
     def write(self, data):
         raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_flipped_byte_in_the_model_file_is_caught(tmp_path, capsys):
+    run = _finished_run(tmp_path)
+    model = run / "model.safetensors"
+    data = bytearray(model.read_bytes())
+    data[-10] ^= 0x01  # inside the last tensor's bytes, past the header
+    model.write_bytes(bytes(data))
+    capsys.readouterr()
+    for command in (["eval", str(run)], ["export", str(run), "--format", "dense"]):
+        assert main(command) == 2
+        assert f"{model}: checksum mismatch" in _one_line(capsys.readouterr().err)
+
+
+def test_config_errors_are_one_line_naming_the_key(capsys):
+    assert main(["train", "--config", "quickstart", *TINY, "train.device=gpu", "data.crop=[0,8]"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("adapmtl train: error: `data.crop.0`: Input should be greater than 0 (got 0); "
+                           "`train.device`: 'gpu' is not a device")
+    assert line.endswith("quickstart.yaml and the overrides)")
+
+
+def test_a_path_through_a_file_or_onto_a_folder_says_what_to_do(tmp_path, capsys):
+    run = _finished_run(tmp_path)
+    capsys.readouterr()
+    assert main(["export", str(run), "--format", "dense", "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path} is a folder; give the file to write" in _one_line(capsys.readouterr().err)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["export", str(run), "--format", "dense", "--out", str(blocker / "m.safetensors")]) == 2
+    assert _one_line(capsys.readouterr().err) == (f"adapmtl export: error: cannot write {blocker / 'm.safetensors'}: "
+                                                  "a file stands where a folder is needed; choose another folder")
+
+
+@pytest.mark.parametrize("command", [["data", "synth", "--out", "{tmp}/d", "--size", "0", "8"],
+                                     ["data", "synth", "--out", "{tmp}/d", "--n", "2"],
+                                     ["compile", "{tmp}", "--threads", "0"]])
+def test_bad_sizes_and_counts_are_refused_before_anything_is_written(tmp_path, capsys, command):
+    code = _run_main([part.format(tmp=tmp_path) for part in command])
+    assert code == 2
+    assert not (tmp_path / "d").exists()
+
+
+def _run_main(argv):
+    try:
+        return main(argv)
+    except SystemExit as exit:  # argparse refuses a bad argument with exit code 2
+        return exit.code
+
+
+def test_stop_at_says_how_to_continue_and_resume_without_checkpoint_says_how_to_restart(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", "quickstart", "--run-dir", str(run), *TINY, "--stop-at", "2"]) == 0
+    assert f"stopped after step 2; `adapmtl train --resume {run}` continues" in capsys.readouterr().out
+    (run / "checkpoints" / "last.pt").unlink()
+    assert main(["train", "--resume", str(run)]) == 2
+    assert f"it has no checkpoint ({run / 'checkpoints' / 'last.pt'}); train it again from the start" in \
+        _one_line(capsys.readouterr().err)
+
+
+def test_quickstart_refuses_to_mix_runs_made_with_other_settings(tmp_path, capsys):
+    assert main(["quickstart", "--out", str(tmp_path), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["quickstart", "--out", str(tmp_path), *TINY, "model.width=0.25"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"{tmp_path / 'dense'} holds a run made with other settings (model.width: run 0.125, now 0.25)" in line

@@ -14,6 +14,7 @@ from adapmtl.data.synthetic import render_scene
 from adapmtl.data.taskonomy import SPLIT_FILE, TASKONOMY_TASKS, domain_path, encode_taskonomy
 
 FORMATS = ("nyuv2", "taskonomy")
+BUILDING_FRACTIONS = (0.15, 0.15)  # taskonomy: the val and test shares of the buildings
 
 
 def _split_counts(total: int, fractions: tuple[float, float]) -> tuple[int, int, int]:
@@ -51,6 +52,14 @@ def write_synthetic(
     """
     if format not in FORMATS:
         raise DatasetError(f"unknown format {format!r}; expected one of {list(FORMATS)}")
+    if len(size) != 2 or min(size) < 1:
+        raise DatasetError(f"size must be two positive integers (height, width), got {tuple(size)}")
+    # checked before anything is written: a refused request leaves no folder behind
+    n_test = max(1, round(test_fraction * n))
+    if format == "nyuv2" and n - n_test < 2:
+        raise DatasetError(f"n={n} leaves fewer than 2 train scenes after {n_test} test scenes")
+    if format == "taskonomy":
+        _split_counts(min(buildings, n), BUILDING_FRACTIONS)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     scenes = (render_scene([seed, i], size) for i in range(n))
@@ -76,15 +85,13 @@ def _write_nyuv2(root: Path, scenes, n: int, test_fraction: float) -> None:
         np.save(root / entry[3], scene["depth_zbuffer"])
         entries.append(entry)
     n_test = max(1, round(test_fraction * n))
-    if n - n_test < 2:
-        raise DatasetError(f"n={n} leaves fewer than 2 train scenes after {n_test} test scenes")
     (root / ADASHARE_JSON).write_text(json.dumps({"train": entries[: n - n_test], "test": entries[n - n_test :]}))
 
 
 def _write_taskonomy(root: Path, scenes, n: int, buildings: int) -> None:
     count = min(buildings, n)
     names = [f"synth{b:03d}" for b in range(count)]
-    n_train, n_val, _ = _split_counts(count, (0.15, 0.15))
+    n_train, n_val, _ = _split_counts(count, BUILDING_FRACTIONS)
     for i, scene in enumerate(scenes):
         building = names[i * count // n]
         for domain in ("rgb",) + TASKONOMY_TASKS:

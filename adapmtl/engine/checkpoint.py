@@ -102,15 +102,16 @@ def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: 
     model.load_state_dict(state)
 
 
-def config_differences(saved: Mapping[str, Any] | None, current: Mapping[str, Any]) -> list[str]:
-    """The config keys (dotted) whose values differ between the config a checkpoint was written
-    with (`saved`; None for checkpoints that did not record it) and `current`, as
-    "key: checkpoint VALUE, now VALUE". Keys in RESUMABLE_CHANGES, and keys only one side has
-    (fields added or removed by an adapmtl upgrade), are ignored."""
+def config_differences(saved: Mapping[str, Any] | None, current: Mapping[str, Any],
+                       saved_as: str = "checkpoint") -> list[str]:
+    """The config keys (dotted) whose values differ between the config a checkpoint (or a run:
+    `saved_as` names it) was written with (`saved`; None for checkpoints that did not record it)
+    and `current`, as "key: checkpoint VALUE, now VALUE". Keys in RESUMABLE_CHANGES, and keys
+    only one side has (fields added or removed by an adapmtl upgrade), are ignored."""
     if saved is None:
         return []
     old, new = _flatten(saved), _flatten(current)
-    return [f"{key}: checkpoint {old[key]!r}, now {new[key]!r}"
+    return [f"{key}: {saved_as} {old[key]!r}, now {new[key]!r}"
             for key in sorted(old.keys() & new.keys()) if key not in RESUMABLE_CHANGES and old[key] != new[key]]
 
 

@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal, Optional, Sequence, Union
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, SerializeAsAny, ValidationError,
+                      field_validator, model_validator)
 
 from adapmtl.data import available_datasets
 from adapmtl.errors import AdapMTLError
@@ -26,6 +27,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+Size = tuple[PositiveInt, PositiveInt]
+"""(height, width) in pixels."""
+
+
 class DataConfig(_Section):
     dataset: str = Field("synthetic", description="a registered dataset (adapmtl.data.available_datasets())")
     root: Optional[str] = Field(None, description="dataset folder (nyuv2, taskonomy)")
@@ -35,19 +40,26 @@ class DataConfig(_Section):
     tasks: Optional[list[str]] = Field(None, description="default: the dataset's tasks")
     metrics: Optional[Literal["nyuv2", "taskonomy"]] = Field(None, description="metric set; default by dataset")
     normalize: Literal["imagenet", "bgr_mean", "unit"] = "imagenet"
-    crop: Optional[tuple[int, int]] = Field((321, 321), description="train crop (h, w); null: no crop")
-    scale: Optional[tuple[float, float]] = Field((0.5, 1.5), description="random scale range; null: none")
+    crop: Optional[Size] = Field((321, 321), description="train crop (h, w); null: no crop")
+    scale: Optional[tuple[PositiveFloat, PositiveFloat]] = Field((0.5, 1.5), description="random scale range; null: none")
     flip: bool = True
-    resize_to: Optional[int] = None
-    eval_size: Optional[tuple[int, int]] = Field(None, description="eval resize (h, w); null: full resolution")
+    resize_to: Optional[PositiveInt] = None
+    eval_size: Optional[Size] = Field(None, description="eval resize (h, w); null: full resolution")
     batch_size: int = Field(16, ge=1)
     eval_batch_size: int = Field(8, ge=1)
     workers: int = Field(0, ge=0)
-    synthetic_size: tuple[int, int] = (96, 128)
+    synthetic_size: Size = (96, 128)
     synthetic_train: int = Field(800, ge=1)
     synthetic_val: int = Field(100, ge=1)
     synthetic_test: int = Field(200, ge=1)
     cache: bool = Field(True, description="synthetic: render each scene once and keep it in memory")
+
+    @field_validator("scale")
+    @classmethod
+    def _ordered(cls, scale: tuple[float, float] | None) -> tuple[float, float] | None:
+        if scale is not None and scale[0] > scale[1]:
+            raise ValueError(f"expected (low, high) with low <= high, got {scale}")
+        return scale
 
 
 class ModelConfig(_Section):

@@ -25,15 +25,19 @@ import torch
 import yaml
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from adapmtl.engine.checkpoint import load_model_state
-from adapmtl.engine.config import Config, validate_config
+from adapmtl.container import encode_checked, read_checked
+
+from adapmtl.engine.checkpoint import config_differences, load_model_state
+from adapmtl.engine.config import Config, ConfigError, validate_config
 from adapmtl.errors import AdapMTLError
 from adapmtl.files import write_atomic
 from adapmtl.methods import METHODS
 from adapmtl.models.spec import ModelSpec
+
+
+MODEL_FORMAT = "adapmtl-run-model"  # the container format of a run's model.safetensors
 
 
 class RunDirError(AdapMTLError, ValueError):
@@ -200,6 +204,18 @@ class RunDir:
         load_model_state(model, read_state(self.model_file), self.model_file)
         return model.eval(), spec
 
+    def differences(self, config: Config) -> list[str]:
+        """The settings (dotted keys) in which `config` differs from the one this run trained with,
+        as "key: run VALUE, now VALUE"; where a run runs (name, out_dir, device, ...) is ignored."""
+        return config_differences(self.config().model_dump(mode="json"), config.model_dump(mode="json"), "run")
+
+    def require_same_config(self, config: Config) -> None:
+        """Raise ConfigError if this folder holds a run made with other settings than `config`
+        (reusing or resuming it would mix two experiments)."""
+        if self.is_run and (different := self.differences(config)):
+            raise ConfigError(f"{self.path} holds a run made with other settings ({'; '.join(different)}); "
+                              "use another output folder, or delete this one to start again")
+
     # --- writing (atomic)
     def write_config(self, config: Config) -> None:
         """config.yaml: every field of the resolved config, defaults included. Raises OSError if unwritable."""
@@ -210,18 +226,23 @@ class RunDir:
         write_atomic(self.result_file, json.dumps(result, indent=2).encode())
 
     def write_model(self, state: Mapping[str, torch.Tensor], spec: ModelSpec) -> None:
-        """model.safetensors: the finalized state dict, with the spec that rebuilds it in its metadata.
-        Raises OSError if unwritable."""
-        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-        write_atomic(self.model_file, safetensors_bytes(tensors, metadata={"model": json.dumps(spec.to_dict())}))
+        """model.safetensors: the finalized state dict, with the spec that rebuilds it and a SHA-256
+        over every tensor in its metadata (checked by `read_state`). Raises OSError if unwritable."""
+        write_atomic(self.model_file, encode_checked(state, MODEL_FORMAT, {"model": json.dumps(spec.to_dict())}))
 
 
 def read_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a .safetensors file. Raises RunDirError naming the file when it is
-    missing, truncated or not a safetensors file."""
+    """The tensors of a .safetensors file, verified against its SHA-256 when it carries one (a run's
+    model.safetensors, adapmtl's exports); a plain file (from elsewhere, or an older run) loads as is.
+
+    Raises RunDirError naming the file when it is missing, truncated, not a safetensors file,
+    or does not match its recorded SHA-256."""
     path = Path(path)
     if not path.is_file():
         raise RunDirError(f"{path} does not exist")
+    metadata = _safetensors_metadata(path)
+    if "sha256" in metadata:
+        return read_checked(path, metadata.get("format", ""), error=RunDirError)[0]
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:

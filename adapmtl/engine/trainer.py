@@ -452,6 +452,9 @@ def resume(run_dir: str | Path, *, stop_at: int | None = None) -> dict[str, Any]
     with lock_run_dir(run_dir, env):
         if folder.finished:
             raise ConfigError(f"run {run_dir} has already finished (it has {folder.RESULT}); nothing to resume")
+        if not folder.last.is_file():
+            raise CheckpointError(f"cannot resume {run_dir}: it has no checkpoint ({folder.last}); train it again "
+                                  f"from the start with `adapmtl train --config {folder.config_file} --run-dir {run_dir}`")
         run = build_run(config, run_dir, env)
         try:
             notes = restore_checkpoint(run, folder.last)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from adapmtl.export.container import read_checked
+from adapmtl.container import read_checked
 from adapmtl.export.dense import DENSE_FORMAT, encode_dense, load_dense, write_dense
-from adapmtl.export.errors import ExportError
+from adapmtl.errors import ExportError
 from adapmtl.export.onnx import check_onnx, onnx_session, write_onnx
 from adapmtl.export.sparse import SPARSE_FORMAT, encode_sparse, load_sparse, load_sparse_state, write_sparse
 from adapmtl.engine.rundir import RunDir
@@ -82,6 +82,10 @@ def export_run(run_dir: str | Path, format: str, out: str | Path | None = None, 
         raise ExportError(f"unknown export format {format!r}; expected one of {FORMATS}")
     if half and format == "onnx":
         raise ExportError("--half applies to the dense and sparse formats; ONNX is exported in fp32")
+    if input_size is not None and (len(input_size) != 2 or min(input_size) < 1):
+        raise ExportError(f"input size must be two positive integers (H, W), got {tuple(input_size)}")
+    if out is not None and Path(out).is_dir():
+        raise ExportError(f"--out {out} is a folder; give the file to write, e.g. {Path(out) / DEFAULT_NAMES[format]}")
     model, spec = load_run_model(run_dir)
     state = model.state_dict()
     if out is None:

@@ -19,7 +19,7 @@ from typing import Mapping
 
 import torch
 
-from adapmtl.export.container import encode_checked, read_checked
+from adapmtl.container import encode_checked, read_checked
 from adapmtl.files import write_atomic
 from adapmtl.models.spec import ModelSpec
 from adapmtl.models import MultiTaskModel

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from adapmtl.files import write_atomic
-from adapmtl.export.errors import ExportError
+from adapmtl.errors import ExportError
 from adapmtl.models.spec import ModelSpec
 
 
@@ -38,6 +40,21 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+EXPORTER_LOGGER = "torch.onnx._internal.exporter._registration"  # logs a line per missing torchvision op
+
+
+@contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Only errors from the logger `name` while the block runs."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def write_onnx(model: nn.Module, spec: ModelSpec, path: str | Path, input_size: Sequence[int],
                *, opset: int = 18, batch: int = 2, seed: int = 0) -> tuple[Path, float]:
     """Export `model` (eval mode) to `path` with torch.onnx (torch.export-based exporter), run the
@@ -51,7 +68,7 @@ def write_onnx(model: nn.Module, spec: ModelSpec, path: str | Path, input_size: 
     wrapped = _TaskTuple(model.eval()).eval()
     image = torch.randn(batch, 3, *input_size, generator=torch.Generator().manual_seed(seed))
     tmp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet(EXPORTER_LOGGER):
         warnings.simplefilter("ignore")  # the exporter's chatter about optional torchvision ops and deprecations
         try:
             torch.onnx.export(wrapped, (image,), str(tmp), input_names=["image"], output_names=list(model.heads),

@@ -25,9 +25,9 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from adapmtl.export.container import encode_checked, read_checked
+from adapmtl.container import encode_checked, read_checked
 from adapmtl.files import write_atomic
-from adapmtl.export.errors import ExportError
+from adapmtl.errors import ExportError
 from adapmtl.models.spec import ModelSpec
 from adapmtl.models import MultiTaskModel
 

@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from adapmtl.export.errors import ExportError
+from adapmtl.errors import ExportError
 
 VERSION = "1"
 
@@ -43,26 +43,27 @@ def encode_checked(tensors: Mapping[str, torch.Tensor], fmt: str, metadata: Mapp
     return save(tensors, metadata={**metadata, "sha256": checksum(tensors, metadata)})
 
 
-def read_checked(path: str | Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_checked(path: str | Path, fmt: str, error: type[Exception] = ExportError
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a file encoded by `encode_checked` with format `fmt`, verified.
 
-    Raises ExportError naming the file if it is missing, unreadable, of another format or
-    version, or fails its checksum.
+    Raises `error` (ExportError by default) naming the file if it is missing, unreadable, of
+    another format or version, or fails its checksum.
     """
     path = Path(path)
     if not path.is_file():
-        raise ExportError(f"{path} does not exist")
+        raise error(f"{path} does not exist")
     try:
         with safe_open(str(path), framework="pt") as file:
             metadata = dict(file.metadata() or {})
             tensors = {key: file.get_tensor(key) for key in file.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise ExportError(f"{path}: not a readable safetensors file, truncated or corrupted ({error})") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as failure:
+        raise error(f"{path}: not a readable safetensors file, truncated or corrupted ({failure})") from None
     if metadata.get("format") != fmt:
-        raise ExportError(f"{path}: expected an {fmt!r} file, found format {metadata.get('format')!r}")
+        raise error(f"{path}: expected an {fmt!r} file, found format {metadata.get('format')!r}")
     if metadata.get("version") != VERSION:
-        raise ExportError(f"{path}: {fmt} version {metadata.get('version')!r} is not supported (expected {VERSION!r})")
+        raise error(f"{path}: {fmt} version {metadata.get('version')!r} is not supported (expected {VERSION!r})")
     if checksum(tensors, metadata) != metadata.get("sha256"):
-        raise ExportError(f"{path}: checksum mismatch: the file is corrupted (its tensors and metadata do not "
+        raise error(f"{path}: checksum mismatch: the file is corrupted (its tensors and metadata do not "
                           f"hash to the SHA-256 recorded when it was written)")
     return tensors, metadata
