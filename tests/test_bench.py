@@ -4,15 +4,17 @@ import json
 import pytest
 import yaml
 
-from adapmtl.experiments import aggregate, load_bench, run_bench, write_outputs
+from adapmtl.experiments import aggregate, analyse, component_numel, cross_evaluate, load_bench, run_bench, write_outputs
+from adapmtl.experiments.stats import verdict
 from adapmtl.cli import main
-from adapmtl.engine import ConfigError, train
+from adapmtl.engine import ConfigError, RunDir, train
+from adapmtl.metrics import delta_t
 from tests.engine_helpers import TINY
 
 
-def _bench_file(tmp_path, methods=("random",), targets=(0.5,), seeds=(0,)):
+def _bench_file(tmp_path, methods=("random",), targets=(0.5,), seeds=(0,), **section):
     raw = {"bench": {"methods": list(methods), "targets": list(targets), "seeds": list(seeds),
-                     "out_dir": str(tmp_path / "bench")}}
+                     "out_dir": str(tmp_path / "bench"), "convergence": None, **section}}
     for override in TINY:
         key, value = override.split("=")
         section, name = key.split(".")
@@ -23,24 +25,70 @@ def _bench_file(tmp_path, methods=("random",), targets=(0.5,), seeds=(0,)):
 
 
 def test_bench_runs_once_then_skips_finished_runs_and_resumes_interrupted_ones(tmp_path):
-    bench = load_bench(_bench_file(tmp_path))
-    dense, rand = bench.runs()
+    path = _bench_file(tmp_path, convergence=2, min_head_share=0.1)
+    bench = load_bench(path)
+    dense, dense_x2, rand = bench.runs()
     assert (dense.method, rand.method, rand.target) == ("dense", "random", 0.5)
     assert rand.run_dir == tmp_path / "bench" / "random" / "t0.5" / "seed0"
+    assert dense_x2.run_dir == tmp_path / "bench" / "dense_x2" / "seed0"
+    # the convergence run doubles the budget and its schedule: TINY has 12 steps, lr halved every 6
+    assert (bench.config(dense_x2).train.steps, bench.config(dense_x2).train.lr_step) == (24, 12)
+    assert (bench.config(dense).train.steps, bench.config(dense).train.lr_step) == (12, 6)
     train(bench.config(rand), rand.run_dir, stop_at=4)  # an interrupted run
     lines = []
     content = run_bench(bench, echo=lines.append)
-    assert lines[0] == f"run 1/2: dense seed=0: training into {dense.run_dir}"
-    assert lines[2] == f"run 2/2: random target=0.5 seed=0: resuming {rand.run_dir}"
+    assert lines[0] == "heads hold 14.5 % of the 389,784 prunable weights"
+    assert lines[1] == f"run 1/3: dense seed=0: training into {dense.run_dir}"
+    assert lines[3] == f"run 2/3: dense x2 steps seed=0: training into {dense_x2.run_dir}"
+    # after the dense runs, before the others: the sanity checks (one seed: no noise floor)
+    assert lines[5].startswith("check: heads' share of prunable weights: 14.5 %") and lines[5].endswith("[pass]")
+    assert lines[6] == "check: noise floor: not measured [not checked]"
+    assert lines[9].startswith("setting not fully checked: no noise floor")
+    assert lines[10] == f"run 3/3: random target=0.5 seed=0: resuming {rand.run_dir}"
     stamps = {r.run_dir: (r.run_dir / "result.json").stat().st_mtime_ns for r in bench.runs()}
     again = []
-    run_bench(load_bench(_bench_file(tmp_path)), echo=again.append)
-    assert again == ["run 1/2: dense seed=0: finished, skipped", "run 2/2: random target=0.5 seed=0: finished, skipped"]
+    run_bench(load_bench(path), echo=again.append)
+    assert again[1:3] == ["run 1/3: dense seed=0: finished, skipped", "run 2/3: dense x2 steps seed=0: finished, skipped"]
+    assert again[-1] == "run 3/3: random target=0.5 seed=0: finished, skipped"
     assert stamps == {r.run_dir: (r.run_dir / "result.json").stat().st_mtime_ns for r in bench.runs()}
-    assert content["missing"] == [] and [r["method"] for r in content["runs"]] == ["dense", "random"]
+    assert content["missing"] == [] and [r["method"] for r in content["runs"]] == ["dense", "dense", "random"]
     for name in ("bench.md", "bench.csv", "bench.json"):
         assert (tmp_path / "bench" / name).is_file()
-    assert abs(content["rows"][1]["sparsity overall"] - 50.0) <= 0.05
+    assert abs(content["rows"][2]["sparsity overall"] - 50.0) <= 0.05
+    assert content["analysis"]["numel"]["segment_semantic"] == 4 * (9 * 64 * 8 + 8 * 8 + 8 * 8)
+
+
+def test_several_jobs_train_runs_in_worker_processes_with_the_same_results(tmp_path):
+    bench = load_bench(_bench_file(tmp_path, jobs=2, threads=1))
+    dense, rand = bench.runs()
+    lines = []
+    run_bench(bench, echo=lines.append)
+    assert f"run 2/2: random target=0.5 seed=0: training into {rand.run_dir}" in lines
+    assert RunDir(dense.run_dir).finished and RunDir(rand.run_dir).finished
+    alone = tmp_path / "alone"
+    train(bench.config(rand), alone)  # the same run in this process: the same model, the same scores
+    assert RunDir(rand.run_dir).result()["test"] == RunDir(alone).result()["test"]
+
+
+def test_the_noise_floor_evaluates_each_dense_model_on_the_other_seeds_test_set(tmp_path):
+    # tiny runs score 0 % on some normal and depth metrics, where ΔT is undefined: segmentation only
+    bench = load_bench(_bench_file(tmp_path, seeds=[0, 1]), ["data.tasks=[segment_semantic]"])
+    dense = bench.dense_runs()
+    for run in dense.values():
+        train(bench.config(run), run.run_dir)
+    lines = []
+    assert cross_evaluate(bench, echo=lines.append) == 2
+    assert cross_evaluate(bench, echo=lines.append) == 0  # kept: a resumed bench does not redo them
+    assert lines == ["noise floor: dense seed=1 evaluated on the test set of seed=0",
+                     "noise floor: dense seed=0 evaluated on the test set of seed=1"]
+    on_test0 = json.loads(bench.cross_file(1, 0).read_text())["test"]
+    own = {s: RunDir(r.run_dir).result()["test"] for s, r in dense.items()}
+    # seed 1's model on seed 0's scenes: not what it scored on its own test set
+    assert on_test0 != own[1] and on_test0.keys() == own[0].keys()
+    analysis = analyse(bench)
+    expected = [delta_t(on_test0, own[0]).overall,
+                delta_t(json.loads(bench.cross_file(0, 1).read_text())["test"], own[1]).overall]
+    assert analysis.noise_floor == pytest.approx(((expected[0] ** 2 + expected[1] ** 2) / 2) ** 0.5)
 
 
 def _fake_result(tmp_path, folder, miou, sparsity, dense_iterations=0):
@@ -68,7 +116,74 @@ def test_each_seed_is_compared_with_its_own_dense_run_then_averaged(tmp_path):
     write_outputs(bench)
     table = (tmp_path / "bench" / "bench.md").read_text()
     assert "| lth | 0.9 | +0.00 ± 14.14 |" in table and "| 100 | 50 |" in table
-    assert "| method | 0.9 |\n|---|---|\n| lth | +0.00 ± 14.14 |" in table  # the headline pivot
+    # the headline pivot: mean [t interval], t(0.975, 1) = 12.706, s/√2 = 10
+    assert "| method | 0.9 |\n|---|---|\n| lth | +0.00 [-127.06, +127.06] |" in table
+
+
+def _sane_bench(tmp_path, dense_x2=(50.5, 49.5, 50.5), rand=(40.0, 41.0, 39.0), min_head_share=0.1):
+    """Three seeds of fake results: dense 50 mIoU; dense models cross-evaluated at 51 / 49 (ΔT ±2:
+    noise floor 2); lth at 45, 46, 44 (ΔT −10, −8, −12); random and dense at 2× steps as given."""
+    bench = load_bench(_bench_file(tmp_path, methods=["random", "lth"], targets=[0.9], seeds=[0, 1, 2],
+                                   convergence=2, min_head_share=min_head_share, compare_to="lth"))
+    for seed in range(3):
+        _fake_result(tmp_path, f"dense/seed{seed}", 50.0, 0.0)
+        _fake_result(tmp_path, f"dense_x2/seed{seed}", dense_x2[seed], 0.0)
+        _fake_result(tmp_path, f"random/t0.9/seed{seed}", rand[seed], 0.9)
+        _fake_result(tmp_path, f"lth/t0.9/seed{seed}", (45.0, 46.0, 44.0)[seed], 0.9, 50)
+        for other in range(3):
+            if other != seed:
+                path = bench.cross_file(other, seed)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({"test": {"segment_semantic": {"miou": 51.0 if other > seed else 49.0}}}))
+    return bench
+
+
+def test_a_sane_setting_reads_valid_with_intervals_and_ties(tmp_path):
+    bench = _sane_bench(tmp_path)
+    analysis = analyse(bench)
+    assert analysis.noise_floor == pytest.approx(2.0)
+    assert sorted(analysis.cross.values()) == pytest.approx([-2.0] * 3 + [2.0] * 3)
+    assert analysis.delta["random target=0.9"] == pytest.approx({0: -20.0, 1: -18.0, 2: -22.0})
+    random = analysis.intervals["random target=0.9"]  # mean −20, s = 2: half width 4.303 · 2/√3
+    assert random.mean == pytest.approx(-20.0) and random.high == pytest.approx(-20 + 4.303 * 2 / 3 ** 0.5)
+    assert analysis.convergence.mean == pytest.approx(1 / 3)  # ΔT +1, −1, +1
+    difference, word = analysis.versus["random target=0.9"]  # −10 on every seed against lth
+    assert (difference.mean, difference.low, difference.high, word) == (pytest.approx(-10.0),) * 3 + ("loss",)
+    assert analysis.valid and analysis.label == "setting valid: every sanity check passes"
+    content = write_outputs(bench)
+    table = (tmp_path / "bench" / "bench.md").read_text()
+    assert table.startswith(f"# Bench `{bench.source}`: setting valid: every sanity check passes")
+    assert "| noise floor | 2.00 ΔT (6 pairs) |" in table
+    assert "| random | -20.00 [-24.97, -15.03] worse |" in table
+    assert "| lth | -10.00 [-14.97, -5.03] worse |" in table
+    assert "| random | loss -10.00 [-10.00, -10.00] |" in table
+    assert "| dense x2 steps | – |" in table  # the convergence runs in the detailed tables
+    assert content["analysis"]["valid"] and content["analysis"]["noise_floor"] == pytest.approx(2.0)
+    assert content["rows"][2]["ΔT low"] == pytest.approx(-20 - 4.303 * 2 / 3 ** 0.5)
+    # a difference within the noise floor is a tie, though its interval excludes 0
+    for seed, miou in enumerate((49.25, 49.0, 49.5)):  # ΔT −1.5, −2, −1
+        (tmp_path / "bench" / "lth" / "t0.9" / f"seed{seed}" / "result.json").write_text(json.dumps(
+            {"test": {"segment_semantic": {"miou": miou}}, "train_iterations": 100, "dense_iterations": 50,
+             "sparsity": {"overall": 0.9, "components": {"backbone": 0.9, "segment_semantic": 0.9}}}))
+    lth = analyse(bench).intervals["lth target=0.9"]  # mean −1.5, s = 0.5: half width 4.303 · 0.5/√3 = 1.24
+    assert lth.high < 0 and verdict(lth, 2.0) == "tie"
+    write_outputs(bench)
+    assert "| lth | -1.50 [-2.74, -0.26] tie |" in (tmp_path / "bench" / "bench.md").read_text()
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"min_head_share": 0.5}, "the heads hold 14.5 % of the weights, under 50 %"),
+    ({"dense_x2": (55.0, 56.0, 54.0)}, "the dense reference has not converged: 2× the steps change its ΔT by +10.00"),
+    ({"rand": (49.0, 52.0, 50.0)}, "random at 0.9 is not clearly worse than dense"),
+])
+def test_each_failed_sanity_check_labels_the_table_setting_invalid(tmp_path, change, problem):
+    bench = _sane_bench(tmp_path, **change)
+    analysis = analyse(bench)
+    assert not analysis.valid and analysis.label.startswith(f"setting invalid: {problem}")
+    write_outputs(bench)
+    table = (tmp_path / "bench" / "bench.md").read_text()
+    assert table.startswith(f"# Bench `{bench.source}`: setting invalid: {problem}")
+    assert "## ΔT against dense (setting invalid, not a ranking)" in table
 
 
 def test_partial_bench_says_which_runs_are_missing(tmp_path):
@@ -96,7 +211,11 @@ def test_bench_file_errors_name_the_key(tmp_path, capsys):
 
 def test_the_synthetic_preset_is_the_full_comparison():
     bench = load_bench("bench_synthetic")
-    assert len(bench.runs()) == 2 + 11 * 3 * 2
+    assert len(bench.runs()) == 3 + 3 + 11 * 2 * 3  # dense, dense at 2× steps, 11 methods × 2 targets × 3 seeds
+    assert bench.section.targets == [0.7, 0.9] and bench.section.seeds == [0, 1, 2]
+    assert (bench.section.convergence, bench.section.min_head_share, bench.section.compare_to) == (2, 0.7, "adapmtl")
+    numel = component_numel(bench.config(bench.runs()[0]))
+    assert 1 - numel["backbone"] / sum(numel.values()) >= 0.7
     assert {r.method for r in bench.runs()} == {"dense", "adapmtl", "adapmtl_global", "adapmtl_layer",
                                                   "adapmtl_equal_weights", "imp", "lth", "snip", "gmp",
                                                   "disparse_static", "disparse_dynamic", "random"}
