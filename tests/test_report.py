@@ -10,7 +10,7 @@ from adapmtl.metrics import delta_t
 from adapmtl.report import ReportError, RunRecord, delta_t_points, load_run, write_report
 from tests.report_helpers import runs  # noqa: F401  (a session fixture)
 
-RUN_KINDS = ("sparsity", "thresholds", "task_weights", "losses", "layer_sparsity")
+RUN_KINDS = ("sparsity", "thresholds", "allocation", "task_weights", "losses", "layer_sparsity")
 
 
 def test_report_of_dense_and_adapmtl(runs, tmp_path):
@@ -33,7 +33,7 @@ def test_report_of_dense_and_adapmtl(runs, tmp_path):
     for kind in RUN_KINDS:
         assert {f"adapmtl_{kind}.png", f"adapmtl_{kind}.svg"} <= names
     assert "dense_losses.png" in names and "dense_task_weights.png" in names
-    assert not {"dense_thresholds.png", "dense_sparsity.png", "dense_layer_sparsity.png"} & names  # nothing to draw
+    assert not {"dense_thresholds.png", "dense_sparsity.png", "dense_layer_sparsity.png", "dense_allocation.png"} & names
     assert "delta_t_vs_sparsity.png" in names
     assert all(p.stat().st_size > 5000 for p in files.figures)
 
@@ -41,6 +41,24 @@ def test_report_of_dense_and_adapmtl(runs, tmp_path):
     assert page.count('src="data:image/png;base64,') == len(files.figures) // 2
     assert "http://" not in page and "https://" not in page  # nothing external to fetch
     assert f"{sparse['test']['depth_zbuffer']['abs_err']:.2f}" in page
+    controller = sparse["controller"]  # the run's account: interventions and the learned allocation
+    assert (f"The controller stepped in at {controller['interventions']} of its {controller['measurements']} "
+            "measurements") in page
+    backbone = sparse["allocation"]["backbone"]
+    assert f"<td>backbone</td><td>{100 * backbone['sparsity']:.2f}</td><td>{100 * backbone['global']:.2f}</td>" in page
+
+
+def test_allocation_rows_and_intervention_ticks_come_from_the_run():
+    from adapmtl.report.build import allocation_rows
+    from adapmtl.report.plots import interventions
+
+    result = {"allocation": {"backbone": {"sparsity": 0.8, "global": 0.9}, "seg": {"sparsity": 0.95, "global": 0.85}},
+              "controller": {"learned": {"backbone": -1.5, "seg": 0.5}}}
+    rows = allocation_rows(result)
+    assert [(r["component"], r["learned − global (pp)"], r["score's own learning"]) for r in rows] == \
+        [("backbone", pytest.approx(-10.0), -1.5), ("seg", pytest.approx(10.0), 0.5)]
+    records = [{"step": s, "controller": {"interventions": n}} for s, n in ((10, 0), (20, 1), (30, 1), (40, 3))]
+    assert interventions(records) == [20, 40]
 
 
 def test_unfinished_run_still_gets_its_curves(runs, tmp_path):
@@ -48,7 +66,7 @@ def test_unfinished_run_still_gets_its_curves(runs, tmp_path):
     shutil.copytree(runs["adapmtl"], unfinished, ignore=shutil.ignore_patterns("result.json", "model.safetensors"))
     files = write_report([unfinished], tmp_path / "out")
     assert files.table_md is None and "unfinished" in files.html.read_text()
-    assert {p.stem for p in files.figures} == {f"unfinished_{k}" for k in RUN_KINDS if k != "layer_sparsity"}
+    assert {p.stem for p in files.figures} == {f"unfinished_{k}" for k in RUN_KINDS if k not in ("layer_sparsity", "allocation")}
 
 
 def _fake(method, target, seed, sparsity, miou, path):

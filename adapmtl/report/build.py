@@ -7,16 +7,19 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from adapmtl.report.html import figure_html, heading, html_page, paragraph
-from adapmtl.report.plots import (delta_t_figure, layer_sparsity_figure, losses_figure, save_figure, sparsity_figure,
-                                  task_weights_figure, thresholds_figure)
+from adapmtl.report.plots import (allocation_figure, delta_t_figure, layer_sparsity_figure, losses_figure, save_figure,
+                                  sparsity_figure, task_weights_figure, thresholds_figure)
 from adapmtl.report.runs import ReportError, RunRecord, load_run, load_runs
 from adapmtl.report.sensitivity import read_sensitivity, sensitivity_figure
 from adapmtl.report.table import comparison_rows, csv_table, html_table, markdown_table
 
 RUN_FIGURES: list[tuple[str, Callable[[RunRecord], object], str]] = [
     ("sparsity", sparsity_figure, "Sparsity of each component (and overall, dashed) during training; the dotted "
-     "line is the target. The paper's Figure 3."),
-    ("thresholds", thresholds_figure, "Each component's learned threshold τ: weights with |W| ≤ τ are zero."),
+     "line is the target; grey ticks on top mark where the controller stepped in. The paper's Figure 3."),
+    ("thresholds", thresholds_figure, "Each component's learned threshold τ (weights with |W| ≤ τ are zero) and, "
+     "right, how far each score moved by its own learning, without the controller's common shifts."),
+    ("allocation", allocation_figure, "Each component's final sparsity (filled) next to what one global threshold "
+     "gives at the same overall sparsity (hatched): the allocation the thresholds learned."),
     ("task_weights", task_weights_figure, "The adaptive loss weight of each task during training."),
     ("losses", losses_figure, "Training loss of each task (solid) and validation loss (dashed)."),
     ("layer_sparsity", layer_sparsity_figure, "Sparsity of every prunable layer of the final model, in model order, "
@@ -116,6 +119,7 @@ def write_report(paths: Iterable[str | Path], out_dir: str | Path | None = None,
         blocks.append(paragraph(f"{run.path} — method {run.method}"
                                 + (f", target {100 * run.target:g} %" if run.target else "")
                                 + (f", final sparsity {100 * run.result['sparsity']['overall']:.2f} %" if run.result else ", unfinished")))
+        blocks += run_account(run)
         for kind, make, caption in RUN_FIGURES:
             add(make(run), f"{_stem(run.label)}_{kind}", caption)
         sweeps = read_sensitivity(run.path)
@@ -125,6 +129,40 @@ def write_report(paths: Iterable[str | Path], out_dir: str | Path | None = None,
                 f"{sweep.component}'s smallest weights are removed, without retraining (the paper's Figure 5).")
     out.html.write_text(html_page("adapmtl report", blocks))
     return out
+
+
+def allocation_rows(result: dict) -> list[dict]:
+    """One row per component: its final sparsity, one global threshold's at the same overall sparsity,
+    the difference (pp) and its score's own learning (logits), from result.json; [] without them."""
+    allocation = result.get("allocation") or {}
+    learned = (result.get("controller") or {}).get("learned", {})
+    return [{"component": c, "sparsity %": 100 * a["sparsity"], "one global threshold %": 100 * a["global"],
+             "learned − global (pp)": 100 * (a["sparsity"] - a["global"]), "score's own learning": learned.get(c)}
+            for c, a in allocation.items()]
+
+
+def run_account(run: RunRecord) -> list[str]:
+    """HTML blocks saying how a finished run's sparsity came about: the controller's interventions
+    and shift, the learned allocation, and the collapse guard's work (a warning for a collapsed layer)."""
+    result = run.result or {}
+    blocks = []
+    controller = result.get("controller")
+    if controller:
+        blocks.append(paragraph(
+            f"The controller stepped in at {controller['interventions']} of its {controller['measurements']} "
+            f"measurements (total shift {controller['total_shift']:.2f} logits, net {controller['net_shift']:+.2f}); "
+            "each score's own learning is in the table and the threshold figure."))
+    rows = allocation_rows(result)
+    if rows:
+        blocks.append(html_table(rows))
+    guard = result.get("guard") or {}
+    if guard.get("guarded"):
+        blocks.append(paragraph(f"The collapse guard (min_density {guard['min_density']:g}) held "
+                                f"{len(guard['guarded'])} layer(s) at their minimum density: {', '.join(guard['guarded'])}."))
+    if guard.get("collapsed"):
+        blocks.append(paragraph(f"Warning: {len(guard['collapsed'])} layer(s) ended all zero, so their outputs no "
+                                f"longer depend on their inputs: {', '.join(guard['collapsed'])}."))
+    return blocks
 
 
 def report_summary(files: ReportFiles) -> str:

@@ -67,8 +67,21 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], dict[st
     return steps, values
 
 
+def interventions(records: list[dict[str, Any]]) -> list[int]:
+    """The logged steps by which the controller had stepped in once more (its shift moved every
+    threshold score; its count rose since the previous record)."""
+    steps, seen = [], 0
+    for record in records:
+        count = record.get("controller", {}).get("interventions")
+        if count is not None and count > seen:
+            steps.append(record["step"])
+            seen = count
+    return steps
+
+
 def sparsity_figure(run: RunRecord) -> Figure | None:
-    """Sparsity (%) of each component and overall over training, with the target (the paper's Figure 3)."""
+    """Sparsity (%) of each component and overall over training, with the target (the paper's Figure 3);
+    grey ticks on the top edge mark the records by which the controller had stepped in."""
     steps, series = _series(run.train_records, "sparsity")
     if not steps or all(v == 0 for values in series.values() for v in values):
         return None
@@ -81,6 +94,11 @@ def sparsity_figure(run: RunRecord) -> Figure | None:
                 linewidth=2.4 if overall else 1.6, linestyle="--" if overall else "-", label=name, zorder=3 if overall else 2)
     if run.target:
         ax.axhline(100 * run.target, color="grey", linestyle=":", linewidth=1.2, label=f"target {100 * run.target:g} %")
+    stepped = interventions(run.train_records)
+    if stepped:
+        total = run.train_records[-1]["controller"]["interventions"]
+        ax.plot(stepped, [99] * len(stepped), linestyle="none", marker="v", color="grey", markersize=5,
+                label=f"controller stepped in ({total}×)")
     ax.set_ylim(0, 100)
     ax.legend(loc="lower right", fontsize=9)
     return fig
@@ -99,16 +117,54 @@ def _lines_figure(run: RunRecord, key: str, title: str, ylabel: str) -> tuple[Fi
 
 
 def thresholds_figure(run: RunRecord) -> Figure | None:
-    """Each threshold group's τ = sigmoid(s) over training (log scale when it spans decades)."""
-    drawn = _lines_figure(run, "thresholds", "Learned threshold τ of each component",
-                          "threshold τ = sigmoid(s), a weight magnitude")
-    if drawn is None:
+    """Each threshold group's τ = sigmoid(s) over training (log scale when it spans decades) and, when
+    the log holds it, each score's own learning s − s0 − (the controller's net shift), in logits:
+    the spread between those lines is the learned allocation, the rest the controller's doing."""
+    steps, series = _series(run.train_records, "thresholds")
+    if not steps:
         return None
-    fig, ax, series = drawn
+    learned_steps, learned = _series(run.train_records, "learned")
+    fig = Figure(figsize=(11.0 if learned else 7.0, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2 if learned else 1, squeeze=False)[0]
+    colors = color_map(list(series))
+    panels = [(axes[0], steps, series, "Learned threshold τ of each component", "threshold τ = sigmoid(s), a weight magnitude")]
+    if learned:
+        panels.append((axes[1], learned_steps, learned, "Each score's own learning",
+                       "s − s0 − controller's shift (logits)"))
+    for ax, xs, lines, title, ylabel in panels:
+        ax.set_title(f"{title} — {run.label}", fontsize=11)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        for name, values in lines.items():
+            ax.plot(xs, values, color=colors.get(name, "black"), linewidth=1.6, label=name)
+        ax.legend(fontsize=9)
     positive = [v for values in series.values() for v in values if v > 0]
     if positive and max(positive) / min(positive) > 100:
-        _log_y(ax)
-    ax.legend(fontsize=9)
+        _log_y(axes[0])
+    if learned:
+        axes[1].axhline(0.0, color="grey", linestyle=":", linewidth=1.0)
+    return fig
+
+
+def allocation_figure(run: RunRecord) -> Figure | None:
+    """Each component's final sparsity next to what one global threshold gives at the same overall
+    sparsity (result.json's "allocation"): the learned allocation. None without one."""
+    allocation = (run.result or {}).get("allocation")
+    if not allocation:
+        return None
+    names = list(allocation)
+    fig, ax = _figure(f"Learned allocation against one global threshold — {run.label}", "component",
+                      "sparsity (% of the component's weights)")
+    xs = range(len(names))
+    colors = color_map(names)
+    ax.bar([x - 0.2 for x in xs], [100 * allocation[n]["sparsity"] for n in names], width=0.4,
+           color=[colors[n] for n in names], label="learned (this run)")
+    ax.bar([x + 0.2 for x in xs], [100 * allocation[n]["global"] for n in names], width=0.4, color="none",
+           edgecolor="black", hatch="//", label="one global threshold, same overall sparsity")
+    ax.set_xticks(list(xs), names)
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=9, loc="lower right")
     return fig
 
 
