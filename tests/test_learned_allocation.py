@@ -10,6 +10,7 @@ from adapmtl.engine import train
 from adapmtl.engine.config import load_config
 from adapmtl.engine.trainer import _param_groups
 from adapmtl.methods import create_method
+from adapmtl.quickstart import learned_allocation
 from adapmtl.sparsity.budget import PAPER_BUDGET, lr_budget, threshold_lr_scale
 from tests.engine_helpers import tiny_config
 from tests.toy_models import RedundantHead
@@ -105,6 +106,10 @@ def test_result_json_accounts_for_the_controller_and_the_allocation(tmp_path):
         overall = sum(allocation[c][key] * numel[c] for c in allocation) / total
         assert overall == pytest.approx(0.8, abs=1e-3), key
     assert saved["guard"]["min_density"] == 0.01 and saved["guard"]["collapsed"] == []
+    printed = learned_allocation(saved)  # what `adapmtl quickstart` prints under its table
+    assert f"stepped in at {controller['interventions']} of {controller['measurements']} measurements" in printed
+    b = allocation["backbone"]
+    assert f"| backbone | {100 * b['sparsity']:.2f} | {100 * b['global']:.2f} |" in printed
     log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     records = [r for r in log if "controller" in r]
     assert records and records[-1]["controller"]["interventions"] == controller["interventions"]
