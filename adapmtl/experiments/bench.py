@@ -11,6 +11,7 @@ shares) plus a `bench` section:
       convergence: 2          # dense also at 2 × train.steps per seed: has the reference converged?
       min_head_share: 0.7     # the heads must hold at least 70 % of the prunable weights
       compare_to: adapmtl     # every method is also compared with this one, paired per seed
+      jobs: 2                 # runs trained at once, one process each
 
 The shared `method:` section holds options for the methods that have them: each run takes
 the keys its method declares (e.g. `update_every` reaches gmp and disparse_dynamic only);

@@ -142,7 +142,7 @@ def check_convergence(difference: Optional[Interval], floor: Optional[float], mu
     """Dense at `multiple` × the budget against dense at the budget, paired per seed: it passes
     when |mean ΔT| ≤ the noise floor, i.e. more training does not change the reference beyond noise.
     `multiple` None: the bench trains no such runs (not checked)."""
-    rule = "|mean| ≤ noise floor"
+    rule = "mean within ± noise floor"
     if multiple is None:
         return Check("dense reference converged", "not run", rule, "not checked",
                      "the dense reference's convergence is not checked (bench.convergence: null)")
