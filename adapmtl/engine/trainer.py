@@ -131,6 +131,9 @@ def build_run(config: Config, run_dir: Path, env: Distributed) -> Run:
     t = config.train
     optimizer = torch.optim.Adam(_param_groups(method, model, t), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.lr_step, gamma=t.lr_gamma)
+    controller = getattr(method, "controller", None)  # the soft-threshold methods' SparsityController
+    if controller is not None:
+        controller.attach(optimizer)  # its pressure on the averaged, accumulated, unscaled gradient, once a step
     weighting = create_weighting(method.weighting, list(tasks), t.steps, begin=config.method.weighting_begin,
                                  window=config.method.weighting_window)
     autocast, scaler = _autocast(config, env.device)

@@ -106,8 +106,8 @@ class SparsityController:
         self.pressure = torch.zeros((), dtype=self.bank.scores.dtype, device=self.bank.scores.device)
         self.gradient_scale = torch.zeros_like(self.pressure)  # running mean of |∂L/∂s|
         self.margins = torch.ones_like(self.bank.scores.detach())  # ∂zeros/∂s per group, relative to their mean
-        if policy == "exact":
-            self.bank.scores.register_hook(self._press)
+        # the pressure enters every backward pass, until attach(optimizer) moves it to once per step
+        self._hook = self.bank.scores.register_hook(self._press) if policy == "exact" else None
         self.interventions = 0
         self.measurements = 0
         self.total_shift = 0.0  # Σ|δ| over interventions, logits
@@ -133,6 +133,24 @@ class SparsityController:
         """The scores' gradient hook: note the gradient's scale, add the common upward pressure."""
         self.gradient_scale.mul_(0.9).add_(grad.detach().abs().mean(), alpha=0.1)  # on device, no host sync
         return grad - self.pressure * self.margins
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Apply the pressure once per `optimizer` step, to the scores' final gradient, instead of in
+        every backward pass. Needed for gradient accumulation (one backward per micro-batch),
+        data-parallel training (the hook would see each rank's own gradient, not the averaged one:
+        the ranks' pressures would drift apart) and loss scaling (the hook sees scaled gradients);
+        the engine always attaches. Does nothing for the "freeze" policy."""
+        if self._hook is None:
+            return
+        self._hook.remove()
+        self._hook = None
+
+        def press_before_step(*_: Any) -> None:
+            grad = self.bank.scores.grad
+            if grad is not None:
+                grad.copy_(self._press(grad))
+
+        optimizer.register_step_pre_hook(press_before_step)
 
     @torch.no_grad()
     def _margins(self) -> None:
