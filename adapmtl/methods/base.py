@@ -104,7 +104,8 @@ class Method(ABC):
         """Optimizer parameter groups (default: every parameter, the train config's lr/decay).
 
         A group with `"role": "thresholds"` holds learnable thresholds: the engine gives it
-        `train.threshold_lr` / `train.threshold_weight_decay`."""
+        (`train.threshold_lr` or `train.lr`) × `train.threshold_lr_scale` and
+        `train.threshold_weight_decay` (docs/method.md §2)."""
         return [{"params": list(model.parameters())}]
 
     def bind(self, context: MethodContext) -> None:
