@@ -63,7 +63,7 @@ def test_several_jobs_train_runs_in_worker_processes_with_the_same_results(tmp_p
     dense, rand = bench.runs()
     lines = []
     run_bench(bench, echo=lines.append)
-    assert f"run 2/2: random target=0.5 seed=0: training into {rand.run_dir}" in lines
+    assert f"run 2/2: random target=0.5 seed=0: queued for training into {rand.run_dir}" in lines
     assert RunDir(dense.run_dir).finished and RunDir(rand.run_dir).finished
     alone = tmp_path / "alone"
     train(bench.config(rand), alone)  # the same run in this process: the same model, the same scores

@@ -250,7 +250,8 @@ def _run_all(bench: Bench, numbered: list[tuple[int, BenchRun]], pool: Optional[
         if RunDir(run.run_dir).finished:
             echo(f"{where}: finished, skipped")
             continue
-        echo(f"{where}: {'resuming' if RunDir(run.run_dir).last.is_file() else 'training into'} {run.run_dir}")
+        doing = f"{'resuming' if RunDir(run.run_dir).last.is_file() else 'training into'} {run.run_dir}"
+        echo(f"{where}: {doing if pool is None else 'queued for ' + doing}")
         if pool is None:
             seconds = _train_run(bench, run)
             echo(f"{where}: done in {seconds:.0f} s (bench {time.perf_counter() - started:.0f} s)")
