@@ -27,9 +27,9 @@ from adapmtl.weighting import WEIGHTINGS, TaskWeighting, WeightingError, create_
 @pytest.fixture
 def fresh_registries(monkeypatch):
     """Registrations made by a test vanish after it."""
-    monkeypatch.setattr(adapmtl.data.registry, "DATASETS", dict(adapmtl.data.registry.DATASETS))
-    monkeypatch.setattr(adapmtl.weighting.base, "WEIGHTINGS", dict(adapmtl.weighting.base.WEIGHTINGS))
-    monkeypatch.setattr(adapmtl.models.registry, "_BACKBONES", dict(adapmtl.models.registry._BACKBONES))
+    monkeypatch.setattr(adapmtl.data.registry, "DATASETS", adapmtl.data.registry.DATASETS.copy())
+    monkeypatch.setattr(adapmtl.weighting.base, "WEIGHTINGS", adapmtl.weighting.base.WEIGHTINGS.copy())
+    monkeypatch.setattr(adapmtl.models.registry, "BACKBONES", adapmtl.models.registry.BACKBONES.copy())
 
 
 # ---------------------------------------------------------------- task facts
@@ -65,7 +65,7 @@ def test_the_built_in_datasets_are_registered_where_they_are_defined():
     assert available_datasets() == ["nyuv2", "synthetic", "taskonomy"]
     assert (dataset_class("nyuv2"), dataset_class("synthetic"), dataset_class("taskonomy")) == (NYUv2, SyntheticScenes, Taskonomy)
     assert (NYUv2.metric_set, SyntheticScenes.metric_set, Taskonomy.metric_set) == ("nyuv2", "nyuv2", "taskonomy")
-    with pytest.raises(DatasetError, match=r"unknown dataset 'cityscapes'; expected one of \['nyuv2', 'synthetic', 'taskonomy'\]"):
+    with pytest.raises(DatasetError, match=r"unknown dataset 'cityscapes'; expected one of nyuv2, synthetic, taskonomy"):
         create_dataset("cityscapes")
     scenes = create_dataset("synthetic", 3, (8, 8), seed=5)
     assert isinstance(scenes, SyntheticScenes) and (len(scenes), scenes.seed) == (3, 5)

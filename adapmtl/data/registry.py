@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any, Callable, TypeVar
 
 from adapmtl.data.base import DatasetError, MultitaskDataset
+from adapmtl.registry import Registry
 
-DATASETS: dict[str, type[MultitaskDataset]] = {}
-"""Every registered dataset class by its name, in registration order."""
+DATASETS: Registry[type[MultitaskDataset]] = Registry("dataset", DatasetError)
+"""Every registered dataset class by its name."""
 
 D = TypeVar("D", bound=type[MultitaskDataset])
 
@@ -26,25 +27,17 @@ def register_dataset(name: str) -> Callable[[D], D]:
     Raises DatasetError if `name` is taken by another class.
     """
 
-    def register(cls: D) -> D:
-        if name in DATASETS and DATASETS[name] is not cls:
-            raise DatasetError(f"a dataset named {name!r} is already registered ({DATASETS[name].__qualname__})")
-        DATASETS[name] = cls
-        return cls
-
-    return register
+    return lambda cls: DATASETS.add(name, cls)
 
 
 def available_datasets() -> list[str]:
     """The names `create_dataset` and a run config's `data.dataset` accept, sorted."""
-    return sorted(DATASETS)
+    return DATASETS.names()
 
 
 def dataset_class(name: str) -> type[MultitaskDataset]:
     """The dataset class registered as `name`. Raises DatasetError listing the known names if there is none."""
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; expected one of {available_datasets()}")
-    return DATASETS[name]
+    return DATASETS.get_entry(name)
 
 
 def create_dataset(name: str, *args: Any, **kwargs: Any) -> MultitaskDataset:

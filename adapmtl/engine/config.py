@@ -12,10 +12,10 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, SerializeAsAny, ValidationError,
                       field_validator, model_validator)
 
-from adapmtl.data import available_datasets
+from adapmtl.data import DATASETS
 from adapmtl.errors import AdapMTLError
 from adapmtl.methods import METHODS, MethodError, MethodOptions, method_options
-from adapmtl.models import available_models
+from adapmtl.models.registry import BACKBONES
 from adapmtl.weighting import WEIGHTINGS
 
 
@@ -128,14 +128,14 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
-        if self.data.dataset not in available_datasets():
-            raise ValueError(f"`data.dataset`: unknown dataset {self.data.dataset!r}; expected one of "
-                             f"{available_datasets()}")
-        if self.model.name not in available_models():
-            raise ValueError(f"`model.name`: unknown model {self.model.name!r}; expected one of {available_models()}")
-        if self.method.weighting is not None and self.method.weighting not in WEIGHTINGS:
-            raise ValueError(f"`method.weighting`: unknown weighting {self.method.weighting!r}; "
-                             f"expected one of {sorted(WEIGHTINGS)}")
+        registered = [("data.dataset", DATASETS, self.data.dataset), ("model.name", BACKBONES, self.model.name),
+                      ("method.weighting", WEIGHTINGS, self.method.weighting)]
+        for key, registry, name in registered:
+            try:
+                if name is not None:
+                    registry.get_entry(name)
+            except AdapMTLError as error:
+                raise ValueError(f"`{key}`: {error}") from None
         if self.data.batch_size % self.train.accumulate:
             raise ValueError(
                 f"data.batch_size ({self.data.batch_size}) must be a multiple of train.accumulate ({self.train.accumulate})"

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any, Mapping, TypeVar
 
 from adapmtl.methods.base import Method, MethodError, MethodOptions
+from adapmtl.registry import Registry
 
-METHODS: dict[str, type[Method]] = {}
-"""Every registered method class by its name, in registration order."""
+METHODS: Registry[type[Method]] = Registry("method", MethodError)
+"""Every registered method class by its name."""
 
 M = TypeVar("M", bound=type[Method])
 
@@ -21,17 +22,12 @@ def register_method(cls: M) -> M:
 
     Raises MethodError if the name is taken by another class.
     """
-    if cls.name in METHODS and METHODS[cls.name] is not cls:
-        raise MethodError(f"a method named {cls.name!r} is already registered ({METHODS[cls.name].__qualname__})")
-    METHODS[cls.name] = cls
-    return cls
+    return METHODS.add(cls.name, cls)
 
 
 def method_class(name: str) -> type[Method]:
     """The registered method `name`. Raises MethodError listing the known names if there is none."""
-    if name not in METHODS:
-        raise MethodError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}")
-    return METHODS[name]
+    return METHODS.get_entry(name)
 
 
 def method_options(raw: Mapping[str, Any] | MethodOptions) -> MethodOptions:

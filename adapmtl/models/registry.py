@@ -11,6 +11,7 @@ from torch import nn
 
 from adapmtl.models.aspp import ASPPHead
 from adapmtl.models.errors import ModelError
+from adapmtl.registry import Registry
 from adapmtl.models.multitask import MultiTaskModel
 
 BackboneFactory = Callable[[float], nn.Module]
@@ -18,7 +19,7 @@ BackboneFactory = Callable[[float], nn.Module]
 
 B = TypeVar("B", bound=BackboneFactory)
 
-_BACKBONES: dict[str, BackboneFactory] = {}
+BACKBONES: Registry[BackboneFactory] = Registry("model", ModelError)
 
 
 @overload
@@ -34,17 +35,14 @@ def register_model(name: str, backbone: B | None = None) -> B | Callable[[B], B]
     """
 
     def register(factory: B) -> B:
-        if name in _BACKBONES and _BACKBONES[name] is not factory:
-            raise ModelError(f"a model named {name!r} is already registered")
-        _BACKBONES[name] = factory
-        return factory
+        return BACKBONES.add(name, factory)
 
     return register if backbone is None else register(backbone)
 
 
 def available_models() -> list[str]:
     """The names `create_model` accepts, sorted."""
-    return sorted(_BACKBONES)
+    return BACKBONES.names()
 
 
 def create_model(
@@ -69,8 +67,7 @@ def create_model(
     (from scratch). Returns a `MultiTaskModel` with `.backbone` and `.heads[task]`.
     Raises ModelError for an unknown name, a bad task table, or a knob out of range.
     """
-    if name not in _BACKBONES:
-        raise ModelError(f"unknown model {name!r}; expected one of {available_models()}")
+    factory = BACKBONES.get_entry(name)
     if not isinstance(tasks, Mapping) or not tasks:
         raise ModelError(f"tasks must be a non-empty {{task_name: out_channels}} mapping, got {tasks!r}")
     for task, channels in tasks.items():
@@ -84,6 +81,6 @@ def create_model(
         raise ModelError(f"head_channels must be a positive int, got {head_channels!r}")
     if not 0.0 <= dropout < 1.0:
         raise ModelError(f"dropout must be a probability in [0, 1), got {dropout!r}")
-    backbone = _BACKBONES[name](width)
+    backbone = factory(width)
     heads = {task: ASPPHead(backbone.out_channels, channels, head_channels, dropout) for task, channels in tasks.items()}
     return MultiTaskModel(backbone, heads, upsample=upsample)

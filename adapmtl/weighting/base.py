@@ -5,6 +5,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Mapping, Sequence, TypeVar
 
 from adapmtl.errors import AdapMTLError
+from adapmtl.registry import Registry
 
 
 class WeightingError(AdapMTLError, ValueError):
@@ -47,8 +48,8 @@ class TaskWeighting(ABC):
         """Resume from what `state_dict` returned."""
 
 
-WEIGHTINGS: dict[str, type[TaskWeighting]] = {}
-"""Every registered weighting class by its name, in registration order."""
+WEIGHTINGS: Registry[type[TaskWeighting]] = Registry("weighting", WeightingError)
+"""Every registered weighting class by its name."""
 
 W = TypeVar("W", bound=type[TaskWeighting])
 
@@ -58,10 +59,7 @@ def register_weighting(cls: W) -> W:
 
     Raises WeightingError if the name is taken by another class.
     """
-    if cls.name in WEIGHTINGS and WEIGHTINGS[cls.name] is not cls:
-        raise WeightingError(f"a weighting named {cls.name!r} is already registered ({WEIGHTINGS[cls.name].__qualname__})")
-    WEIGHTINGS[cls.name] = cls
-    return cls
+    return WEIGHTINGS.add(cls.name, cls)
 
 
 def create_weighting(name: str, tasks: Sequence[str], total_steps: int, **options: Any) -> TaskWeighting:
@@ -71,9 +69,7 @@ def create_weighting(name: str, tasks: Sequence[str], total_steps: int, **option
     Raises WeightingError for an unknown name, an option the strategy does not take
     (each declares its own in `options`), no tasks, or option values the strategy refuses.
     """
-    if name not in WEIGHTINGS:
-        raise WeightingError(f"unknown weighting {name!r}; expected one of {sorted(WEIGHTINGS)}")
-    cls = WEIGHTINGS[name]
+    cls = WEIGHTINGS.get_entry(name)
     given = {k: v for k, v in options.items() if v is not None}
     foreign = {k: v for k, v in given.items() if k not in cls.options}
     if foreign:
