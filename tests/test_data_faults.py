@@ -11,18 +11,7 @@ from adapmtl.data import DatasetError, NYUv2, SyntheticScenes, Taskonomy, check_
 from adapmtl.engine import load_config
 from adapmtl.engine.data import build_dataset, eval_loader, train_loader
 
-SIZE = (24, 32)
-
-
-@pytest.fixture(scope="module")
-def nyu_root(tmp_path_factory):
-    # 8 scenes: 0-5 train (val carved from them), 6-7 test
-    return write_synthetic(tmp_path_factory.mktemp("nyu"), "nyuv2", n=8, size=SIZE, seed=5, progress=False)
-
-
-@pytest.fixture(scope="module")
-def taskonomy_root(tmp_path_factory):
-    return write_synthetic(tmp_path_factory.mktemp("tk"), "taskonomy", n=6, size=SIZE, seed=6, buildings=3, progress=False)
+from tests.data_helpers import SIZE, nyu_root, taskonomy_root  # noqa: F401  (fixtures)
 
 
 def copy(src, dst):

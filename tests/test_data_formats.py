@@ -9,18 +9,7 @@ from PIL import Image
 from adapmtl.data import DatasetError, NYUv2, Taskonomy, check_dataset, render_scene, write_synthetic
 from adapmtl.data.base import normalize_image
 
-SIZE = (24, 32)
-
-
-@pytest.fixture(scope="module")
-def nyu_root(tmp_path_factory):
-    return write_synthetic(tmp_path_factory.mktemp("nyu"), "nyuv2", n=8, size=SIZE, seed=5, progress=False)
-
-
-@pytest.fixture(scope="module")
-def taskonomy_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tk")
-    return write_synthetic(root, "taskonomy", n=6, size=SIZE, seed=6, buildings=3, progress=False)
+from tests.data_helpers import SIZE, nyu_root, taskonomy_root  # noqa: F401  (fixtures)
 
 
 def _copy(src, dst):
