@@ -256,7 +256,7 @@ def report_text(bench: Bench, rows: list[dict[str, Any]], analysis: Analysis) ->
     heading = analysis.label if analysis.valid else f"{analysis.label.split(':')[0]}, not a ranking"
     floor = "unknown" if analysis.noise_floor is None else f"{analysis.noise_floor:.2f}"
     seeds = len(bench.section.seeds)
-    rule = (f"Mean [95 % t interval] over up to {seeds} seeds, paired per seed; a difference within the noise "
+    rule = (f"Mean [95 % t interval] over up to {seeds} seed{'s' if seeds > 1 else ''}, paired per seed; a difference within the noise "
             f"floor ({floor} ΔT) or whose interval contains 0 is a tie.")
     reference = bench.section.compare_to
     return (f"# Bench `{bench.source}`: {analysis.label}\n\n"
