@@ -58,3 +58,15 @@ def test_dataset_yields_requested_tasks_and_collates():
     assert batch["segment_semantic"].dtype == torch.int64 and batch["depth_zbuffer"].shape == (4, 1, 24, 32)
     full = SyntheticScenes(1, (24, 32), seed=1)
     assert set(full[0]) == {"image", *TASK_NAMES} and full.task_channels["segment_semantic"] == 8
+
+
+def test_scene_seed_draws_the_scenes_and_seed_the_transform():
+    def flip(sample, rng):  # a transform whose draw shows in the output
+        return {**sample, "image": sample["image"].flip(-1) if rng.random() < 0.5 else sample["image"]}
+
+    plain = SyntheticScenes(6, (24, 32), seed=4)
+    split = SyntheticScenes(6, (24, 32), seed=9, scene_seed=4, transform=flip)
+    assert all(torch.equal(plain[i]["depth_zbuffer"], split[i]["depth_zbuffer"]) for i in range(6))
+    flipped = [not torch.equal(plain[i]["image"], split[i]["image"]) for i in range(6)]
+    expected = [np.random.default_rng([9, 0, i]).random() < 0.5 for i in range(6)]
+    assert flipped == expected and any(expected) and not all(expected)

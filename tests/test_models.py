@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from adapmtl.errors import AdapMTLError
-from adapmtl.models import ModelError, MultiTaskModel, available_models, create_model
+from adapmtl.models import ASPPHead, ModelError, MultiTaskModel, available_models, create_model
+from adapmtl.models.spec import ModelSpec
 from adapmtl.tasks import dataset_tasks
 
 NYU = {"segment_semantic": 40, "normal": 3, "depth_zbuffer": 1}
@@ -142,6 +143,8 @@ def test_dilated_stages_dilate_their_first_block_and_project_the_shortcut():
         (("deeplab_resnet34", {"seg": 0}), {}, "tasks['seg'] must be a positive int"),
         (("deeplab_resnet34", NYU), {"width": 0}, "width must be > 0"),
         (("mobilenetv2", NYU), {"head_channels": 1.5}, "head_channels must be a positive int"),
+        (("deeplab_resnet34", NYU), {"aspp_rates": (1, 2, 3)}, "aspp_rates must be four positive ints"),
+        (("deeplab_resnet34", NYU), {"aspp_rates": (0, 1, 2, 3)}, "aspp_rates must be four positive ints"),
     ],
 )
 def test_bad_requests_raise_model_errors(args, kw, message):
@@ -169,3 +172,52 @@ def test_a_small_model_trains_on_every_taskonomy_loss_at_native_resolution():
     loss.backward()
     assert all(head.branches[0].conv1.weight.grad is not None for head in model.heads.values())
 
+
+
+def head_gradients(rates):
+    """Each conv weight's gradient of one ASPP head (no dropout) under a sum-of-squares loss on a 6×8
+    map: the backbone's output for the bench's 48×64 inputs."""
+    torch.manual_seed(0)
+    head = ASPPHead(16, 3, hidden=16, dropout=0.0, rates=rates)
+    head(torch.randn(4, 16, 6, 8)).square().sum().backward()
+    return {name: p.grad for name, p in head.named_parameters() if p.dim() == 4}
+
+
+def test_small_aspp_rates_give_every_dilated_weight_a_gradient_on_a_6x8_map():
+    grads = head_gradients((1, 2, 3, 4))
+    dilated = [g for name, g in grads.items() if name.endswith("conv1.weight")]
+    assert len(dilated) == 4 and all((g != 0).all() for g in dilated)
+    # the 1×1 convs see no padding: the rates cannot starve them (only a ReLU unit dead on the whole batch can)
+    assert all((g != 0).any() for g in grads.values())
+
+
+def test_the_papers_rates_leave_most_3x3_taps_without_gradient_on_a_6x8_map():
+    grads = head_gradients((6, 12, 18, 24))
+    live = {name: (g != 0).any(dim=(0, 1)) for name, g in grads.items() if name.endswith("conv1.weight")}
+    # rate 6 reaches across 8 columns, not across 6 rows: the middle row of taps; rates 12-24: the centre only
+    assert live["branches.0.conv1.weight"].tolist() == [[False] * 3, [True] * 3, [False] * 3]
+    for i in (1, 2, 3):
+        assert live[f"branches.{i}.conv1.weight"].tolist() == [[False] * 3, [False, True, False], [False] * 3]
+
+
+def test_default_rates_are_the_papers_and_the_option_reaches_every_head():
+    paper = meta_model("deeplab_resnet34", NYU)
+    small = meta_model("deeplab_resnet34", NYU, aspp_rates=(1, 2, 3, 4))
+    for model, rates in ((paper, [6, 12, 18, 24]), (small, [1, 2, 3, 4])):
+        for head in model.heads.values():
+            assert [b.conv1.dilation for b in head.branches] == [(r, r) for r in rates]
+            assert [b.conv1.padding for b in head.branches] == [(r, r) for r in rates]
+    assert conv_weights(small) == conv_weights(paper)  # the rates move taps, not weights
+
+
+def test_model_spec_records_the_rates_and_reads_specs_written_before_them():
+    spec = ModelSpec("deeplab_resnet34", {"seg": 2}, width=0.125, head_channels=8, aspp_rates=(1, 2, 3, 4))
+    recorded = spec.to_dict()
+    assert recorded["aspp_rates"] == [1, 2, 3, 4]
+    assert ModelSpec.from_dict(recorded) == spec
+    head = spec.build().heads["seg"]
+    assert [b.conv1.dilation[0] for b in head.branches] == [1, 2, 3, 4]
+    del recorded["aspp_rates"]  # as every spec written before the option
+    assert ModelSpec.from_dict(recorded).aspp_rates == (6, 12, 18, 24)
+    with pytest.raises(ModelError, match="not a valid model spec"):
+        ModelSpec.from_dict({**recorded, "aspp_rates": ["a", 2, 3, 4]})

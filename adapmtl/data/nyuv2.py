@@ -177,12 +177,13 @@ class NYUv2(MultitaskDataset):
 
     @classmethod
     def from_config(cls, data: Any, split: str, transform: Transform | None, seed: int) -> "NYUv2":
-        """``data.root`` in ``data.format`` with ``data.tasks``; the val split is carved with ``seed``.
+        """``data.root`` in ``data.format`` with ``data.tasks``; the val split is carved with ``data.seed``
+        (the run's ``seed`` when that is None), the transform's draws use ``seed``.
 
         Raises DatasetError if ``data.root`` is not set or the folder is not a readable NYU-v2.
         """
         return cls(config_root(data), split, tasks=data.tasks, format=data.format, transform=transform,
-                   normalize=data.normalize, split_seed=seed, seed=seed)
+                   normalize=data.normalize, split_seed=seed if data.seed is None else data.seed, seed=seed)
 
     def __len__(self) -> int:
         return len(self.files)

@@ -357,7 +357,8 @@ class SyntheticScenes(MultitaskDataset):
     Args:
         n: number of scenes.
         size: (H, W) of each image.
-        seed: scene ``i`` is drawn from ``default_rng([seed, i])``; also seeds the transform's draws.
+        seed: seeds the transform's draws; also the scenes unless ``scene_seed`` is given.
+        scene_seed: scene ``i`` is drawn from ``default_rng([scene_seed, i])``; ``None``: ``seed``.
         tasks: subset of the five canonical task names (default: all five).
         transform: e.g. :class:`~adapmtl.data.TrainTransform`; ``None`` = full size, as rendered.
         normalize: image normalisation (see :data:`adapmtl.data.base.NORMALIZATIONS`).
@@ -379,8 +380,10 @@ class SyntheticScenes(MultitaskDataset):
         transform: Transform | None = None,
         normalize: str = "imagenet",
         cache: bool = False,
+        scene_seed: int | None = None,
     ) -> None:
         super().__init__(transform, seed, normalize)
+        self.scene_seed = self.seed if scene_seed is None else int(scene_seed)
         if int(n) < 1:
             raise DatasetError(f"SyntheticScenes: n must be at least 1 scene, got {n}")
         self._cache: dict[int, dict[str, torch.Tensor]] | None = {} if cache else None
@@ -393,24 +396,26 @@ class SyntheticScenes(MultitaskDataset):
     @classmethod
     def from_config(cls, data: Any, split: str, transform: Transform | None, seed: int) -> "SyntheticScenes":
         """``data.synthetic_<split>`` scenes of ``data.synthetic_size``; by default NYU-v2's three tasks,
-        for which synthetic runs stand in. Each split draws its own scenes: seed ``3 * seed + k``
-        with k = 0, 1, 2 for train, val, test.
+        for which synthetic runs stand in. Each split draws its own scenes: scene seed ``3 * d + k``
+        with k = 0, 1, 2 for train, val, test and d = ``data.seed``, or the run's ``seed`` when that
+        is None; the transform's draws use ``3 * seed + k`` either way.
 
         Raises DatasetError for another split or a bad task list.
         """
         offsets = {"train": 0, "val": 1, "test": 2}
         if split not in offsets:
             raise DatasetError(f"SyntheticScenes: unknown split {split!r}; expected one of {list(offsets)}")
+        data_seed = seed if data.seed is None else data.seed
         return cls(getattr(data, f"synthetic_{split}"), data.synthetic_size, seed=seed * 3 + offsets[split],
                    tasks=data.tasks or DATASET_TASKS["nyuv2"], transform=transform, normalize=data.normalize,
-                   cache=data.cache)
+                   cache=data.cache, scene_seed=data_seed * 3 + offsets[split])
 
     def __len__(self) -> int:
         return self.n
 
     def render(self, index: int) -> dict[str, np.ndarray]:
         """The raw numpy arrays of scene ``index`` (see :func:`render_scene`)."""
-        return render_scene([self.seed, int(index)], self.size)
+        return render_scene([self.scene_seed, int(index)], self.size)
 
     def load(self, index: int) -> dict[str, torch.Tensor]:
         """Scene ``index`` rendered (or taken from the cache) as a sample dict, before any transform."""

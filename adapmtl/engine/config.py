@@ -53,6 +53,10 @@ class DataConfig(_Section):
     synthetic_val: int = Field(100, ge=1)
     synthetic_test: int = Field(200, ge=1)
     cache: bool = Field(True, description="synthetic: render each scene once and keep it in memory")
+    seed: Optional[int] = Field(
+        None, ge=0, description="seeds the data itself: the synthetic scenes, the carved NYU-v2 val split; "
+        "null: the run's seed. Batch order and augmentation always follow the run's seed, so runs of several "
+        "seeds can share one data set")
 
     @field_validator("scale")
     @classmethod
@@ -68,6 +72,9 @@ class ModelConfig(_Section):
     head_channels: int = Field(1024, ge=1)
     dropout: float = Field(0.5, ge=0, lt=1)
     upsample: bool = True
+    aspp_rates: tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt] = Field(
+        (6, 12, 18, 24), description="dilations of each ASPP head's four branches, in pixels of the backbone's "
+        "output (the paper's by default); rates at or beyond its side leave the outer taps without gradient")
 
 
 def _check_device(name: str) -> str:

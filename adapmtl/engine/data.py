@@ -5,6 +5,10 @@ Batches are a pure function of the step: step s (1-based) of a run reads positio
 (seed, epoch). Resuming at any step, or any number of workers or ranks, reads
 exactly the same samples with exactly the same augmentation draws.
 
+Two seeds: the run's `seed` orders the batches and draws the augmentation; `data.seed`
+(default: the run's) draws the data itself, e.g. the synthetic scenes, so runs of
+several seeds can train and test on one data set.
+
 The loaders here re-raise an AdapMTLError (e.g. a DatasetError naming a bad file) that a
 sample read raises inside a DataLoader worker as itself, one line, in the main process,
 where PyTorch would re-wrap it as "Caught DatasetError in DataLoader worker process 0 /
@@ -28,8 +32,9 @@ def build_dataset(config: Config, split: str) -> MultitaskDataset:
     """The `split` ("train", "val", "test") of the configured dataset, with its transform.
 
     The dataset named by `data.dataset` builds itself from the `data:` section (its
-    `from_config`). Raises DatasetError for an unknown dataset name, a missing `data.root`
-    or unreadable data.
+    `from_config`) with the run's seed, which seeds the transform's draws; the data itself
+    follows `data.seed` when set. Raises DatasetError for an unknown dataset name, a missing
+    `data.root` or unreadable data.
     """
     data = config.data
     if split == "train":

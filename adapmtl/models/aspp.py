@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 RATES = (6, 12, 18, 24)
-"""Dilation of the four parallel branches."""
+"""The paper's dilations of the four parallel branches."""
 
 
 class ASPPBranch(nn.Module):
@@ -26,17 +26,22 @@ class ASPPBranch(nn.Module):
 
 
 class ASPPHead(nn.Module):
-    """Four dilated branches (rates 6, 12, 18, 24) whose outputs are summed.
+    """Four dilated branches (the paper's rates 6, 12, 18, 24 by default) whose outputs are summed.
 
     Input [B, in_channels, h, w] → output [B, out_channels, h, w] (the backbone's resolution).
     The paper uses hidden=1024; PyTorch's default initialisation, as in the original code.
+    `rates`: the four branches' dilations in pixels of the backbone's output. A tap at dilation d
+    reads d pixels away, so along a side of d pixels or fewer the outer taps only see padding and
+    their weights get no gradient: small inputs need small rates (`create_model` checks them).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, hidden: int = 1024, dropout: float = 0.5) -> None:
+    def __init__(self, in_channels: int, out_channels: int, hidden: int = 1024, dropout: float = 0.5,
+                 rates: tuple[int, int, int, int] = RATES) -> None:
         super().__init__()
         self.out_channels = out_channels
+        self.rates = tuple(rates)
         self.branches = nn.ModuleList(
-            ASPPBranch(in_channels, hidden, out_channels, rate, dropout) for rate in RATES
+            ASPPBranch(in_channels, hidden, out_channels, rate, dropout) for rate in rates
         )
 
     def forward(self, x: Tensor) -> Tensor:

@@ -9,7 +9,7 @@ from typing import Callable, Mapping, TypeVar, overload
 
 from torch import nn
 
-from adapmtl.models.aspp import ASPPHead
+from adapmtl.models.aspp import RATES, ASPPHead
 from adapmtl.models.errors import ModelError
 from adapmtl.registry import Registry
 from adapmtl.models.multitask import MultiTaskModel
@@ -53,6 +53,7 @@ def create_model(
     head_channels: int = 1024,
     upsample: bool = True,
     dropout: float = 0.5,
+    aspp_rates: tuple[int, int, int, int] = RATES,
 ) -> MultiTaskModel:
     """Build a multitask model: the named backbone + one ASPP head per task.
 
@@ -63,6 +64,10 @@ def create_model(
     head_channels: hidden channels of each ASPP branch (1024 = the paper).
     upsample: return outputs at the input's resolution (True) or the heads' own.
     dropout: the ASPP branches' dropout probability (0.5 = the paper).
+    aspp_rates: the dilations of each head's four branches, in pixels of the backbone's output
+        ((6, 12, 18, 24) = the paper). A rate at or beyond the side of the backbone's output
+        (1/8 of the input for deeplab_resnet34, 1/32 for mobilenetv2) puts that branch's outer
+        taps on padding only: their weights get no gradient.
     Defaults give exactly the paper's architecture, initialised as the paper trains it
     (from scratch). Returns a `MultiTaskModel` with `.backbone` and `.heads[task]`.
     Raises ModelError for an unknown name, a bad task table, or a knob out of range.
@@ -81,6 +86,10 @@ def create_model(
         raise ModelError(f"head_channels must be a positive int, got {head_channels!r}")
     if not 0.0 <= dropout < 1.0:
         raise ModelError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+    rates = tuple(aspp_rates)
+    if len(rates) != 4 or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in rates):
+        raise ModelError(f"aspp_rates must be four positive ints (dilations), got {aspp_rates!r}")
     backbone = factory(width)
-    heads = {task: ASPPHead(backbone.out_channels, channels, head_channels, dropout) for task, channels in tasks.items()}
+    heads = {task: ASPPHead(backbone.out_channels, channels, head_channels, dropout, rates)
+             for task, channels in tasks.items()}
     return MultiTaskModel(backbone, heads, upsample=upsample)
