@@ -79,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cannot be written, a full disk, Ctrl-C) print one line naming the file or key and
     return 2 (130 for Ctrl-C); `--debug` shows the traceback instead. Anything else is a
     bug and keeps its traceback.
+    Raises nothing for expected failures (they become the exit code); a bug's exception propagates.
     """
     parser = _build_parser()
     args = parser.parse_args(argv)

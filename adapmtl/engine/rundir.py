@@ -211,7 +211,9 @@ class RunDir:
 
     def require_same_config(self, config: Config) -> None:
         """Raise ConfigError if this folder holds a run made with other settings than `config`
-        (reusing or resuming it would mix two experiments)."""
+        (reusing or resuming it would mix two experiments).
+
+        Raises ConfigError naming the settings that differ."""
         if self.is_run and (different := self.differences(config)):
             raise ConfigError(f"{self.path} holds a run made with other settings ({'; '.join(different)}); "
                               "use another output folder, or delete this one to start again")

@@ -113,7 +113,10 @@ class Method(ABC):
         self.context = context
 
     def require_context(self) -> MethodContext:
-        """The bound context, or a MethodError saying that this method needs the engine."""
+        """The bound context, or a MethodError saying that this method needs the engine.
+
+        Raises MethodError if the engine has not bound one.
+        """
         if self.context is None:
             raise MethodError(f"method {self.name!r} needs training batches: call bind(MethodContext(...)) "
                               "before begin/after_step (the engine does this)")

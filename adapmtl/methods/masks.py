@@ -75,7 +75,10 @@ class MaskSet:
         return self.numel - int(sum(int(m.sum()) for m in self.masks.values()))
 
     def zeros_for(self, target: float) -> int:
-        """The number of pruned weights that makes the overall sparsity `target`."""
+        """The number of pruned weights that makes the overall sparsity `target`.
+
+        Raises MethodError if `target` is not a sparsity in [0, 1).
+        """
         if not 0.0 <= target < 1.0:
             raise MethodError(f"target sparsity must lie in [0, 1), got {target!r}")
         return round(target * self.numel)
@@ -142,7 +145,10 @@ class MaskSet:
         self.keep_top({n: w.abs() for n, w in self.weights().items()}, self.numel - self.zeros_for(target))
 
     def check(self, target: float) -> None:
-        """Raise a MethodError when the masks do not give overall sparsity `target` (±0.0005)."""
+        """Raise a MethodError when the masks do not give overall sparsity `target` (±0.0005).
+
+        Raises MethodError naming the sparsity reached.
+        """
         got = self.zeros / self.numel
         if abs(got - target) > TARGET_TOLERANCE:
             raise MethodError(f"the masks give overall sparsity {got:.4%}, not the target {target:.4%}")

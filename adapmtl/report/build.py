@@ -42,7 +42,9 @@ class ReportFiles:
 
 def resolve_baseline(runs: list[RunRecord], baseline: str | None) -> RunRecord | None:
     """The dense run ΔT is measured against: `baseline` as a label among `runs` or a run folder
-    (added to `runs` when outside them); by default the first finished run of method "dense"."""
+    (added to `runs` when outside them); by default the first finished run of a method that does not prune (dense).
+
+    Raises ReportError if `baseline` names no run, or a run that has not finished."""
     if baseline is None:
         return next((r for r in runs if not r.sparse and r.result is not None), None)
     found = next((r for r in runs if r.label == baseline), None)
@@ -71,6 +73,7 @@ def write_report(paths: Iterable[str | Path], out_dir: str | Path | None = None,
     out_dir: default RUN_DIR/report for one run, else <common folder of the runs>/report.
     baseline: the dense run for ΔT (a label or a run folder); default: the first finished dense run;
         without one, the table has no ΔT columns. split: "test" or "val" (the table's metrics).
+    Raises ReportError (no runs, an unknown or unfinished baseline, a damaged run file) or ConfigError.
     """
     if split not in ("test", "val"):
         raise ReportError(f"split must be 'test' or 'val', got {split!r}")

@@ -74,7 +74,10 @@ def find_bank(model: nn.Module) -> ThresholdBank | None:
 
 
 def require_bank(model: nn.Module, action: str) -> ThresholdBank:
-    """The model's bank, or an error saying that `action` needs a sparsified model."""
+    """The model's bank, or an error saying that `action` needs a sparsified model.
+
+    Raises SparsifyError if the model was not sparsified.
+    """
     bank = find_bank(model)
     if bank is None:
         raise SparsifyError(

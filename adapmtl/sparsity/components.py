@@ -40,6 +40,7 @@ def prunable_layers(model: nn.Module, exclude: Iterable[str] = ()) -> dict[str, 
     `exclude` holds module-name patterns: a name prefix (`"heads.seg"` covers the
     whole head) or a glob (`"*.classifier"`). A pattern that matches no prunable
     layer is an error, so that a typo never leaves a layer pruned by surprise.
+    Raises ComponentError for an `exclude` pattern that matches no layer, or when nothing is left to prune.
     """
     patterns = list(exclude)
     if isinstance(exclude, str):
@@ -64,6 +65,7 @@ def infer_components(model: nn.Module) -> dict[str, list[str]]:
     """Components from the multitask convention: `model.backbone` and `model.heads[task]`.
 
     Returns {"backbone": ["backbone"], task: ["heads.<task>"], ...}.
+    Raises ComponentError if the model has no `backbone` and `heads` ModuleDict to infer from.
     """
     backbone = getattr(model, "backbone", None)
     heads = getattr(model, "heads", None)
@@ -113,6 +115,7 @@ def assign_components(
     `components=None` infers them (see `infer_components`); when that is not
     possible and `fallback` is given, every layer goes to one component of that
     name. Layers matched by no component, or by two, are an error that names them.
+    Raises ComponentError naming the layers in no component or in two, and patterns that match nothing.
     """
     layers = prunable_layers(model, exclude)
     if components is None:

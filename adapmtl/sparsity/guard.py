@@ -25,7 +25,10 @@ DEFAULT_MIN_DENSITY = 0.01
 
 
 def check_min_density(min_density: float) -> float:
-    """`min_density` as a float, or SparsifyError unless it is a number in [0, 1]."""
+    """`min_density` as a float, or SparsifyError unless it is a number in [0, 1].
+
+    Raises SparsifyError otherwise.
+    """
     if not isinstance(min_density, (int, float)) or not 0.0 <= min_density <= 1.0:
         raise SparsifyError(f"min_density must be a share of each layer's weights in [0, 1] (0: no collapse guard), "
                             f"got {min_density!r}")
