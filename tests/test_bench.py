@@ -56,6 +56,10 @@ def test_bench_runs_once_then_skips_finished_runs_and_resumes_interrupted_ones(t
         assert (tmp_path / "bench" / name).is_file()
     assert abs(content["rows"][2]["sparsity overall"] - 50.0) <= 0.05
     assert content["analysis"]["numel"]["segment_semantic"] == 4 * (9 * 64 * 8 + 8 * 8 + 8 * 8)
+    # the same bench with other settings would mix two experiments into one table: refused by name
+    with pytest.raises(ConfigError, match=r"dense/seed0 holds a run made with other settings \(train.lr: run 0.001, "
+                                          r"now 0.002\)"):
+        load_bench(path, ["train.lr=0.002"])
 
 
 def test_several_jobs_train_runs_in_worker_processes_with_the_same_results(tmp_path):
@@ -203,6 +207,10 @@ def test_bench_file_errors_name_the_key(tmp_path, capsys):
         load_bench(_bench_file(tmp_path), ["bench.targets=[1.5]"])
     with pytest.raises(ConfigError, match="unknown key `train.stepz`"):
         load_bench(_bench_file(tmp_path), ["train.stepz=3"])
+    with pytest.raises(ConfigError, match=r"`method` option\(s\) \['rounds_'\] belong to no method"):
+        load_bench(_bench_file(tmp_path), ["method.rounds_=3"])
+    # an option of a method this bench leaves out is unused, not an error
+    assert load_bench(_bench_file(tmp_path, methods=["snip"]), ["method.rounds=2"]).section.methods == ["snip"]
     plain = tmp_path / "plain.yaml"
     plain.write_text("train: {steps: 3}\n")
     assert main(["bench", "--config", str(plain)]) == 2
