@@ -97,6 +97,9 @@ def test_a_second_training_in_a_busy_run_folder_is_refused(tmp_path):
     with lock_run_dir(run, ONE_PROCESS):  # what another process's training holds for its whole run
         with pytest.raises(RunFolderBusyError, match=rf"busy is in use by another training \(process {os.getpid()} "):
             resume(run)
+        # the same train command again: "in use", not "already holds a run; resume it"
+        with pytest.raises(RunFolderBusyError, match="busy is in use by another training"):
+            train(tiny_config(tmp_path, "name=busy"))
     assert resume(run, stop_at=8) is None  # released when its holder ends
     assert _train_steps(run) == [1, 2, 4, 6, 8]
 

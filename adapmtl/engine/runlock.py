@@ -21,6 +21,26 @@ class RunFolderBusyError(AdapMTLError, RuntimeError):
     """Another process is training in the same run folder."""
 
 
+def raise_if_busy(run_dir: str | Path) -> None:
+    """Raise RunFolderBusyError if another process holds `run_dir`'s lock now (a quick look,
+    for a clear message before slower checks; `lock_run_dir` is what guarantees exclusion)."""
+    path = RunDir(run_dir).lock_file
+    if not path.is_file():
+        return
+    with open(path) as probe:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _busy(Path(run_dir), path.read_text().strip()) from None
+
+
+def _busy(run_dir: Path, holder: str) -> RunFolderBusyError:
+    where = f" ({holder})" if holder else ""
+    return RunFolderBusyError(
+        f"run folder {run_dir} is in use by another training{where}: two runs in one folder would mix their "
+        f"logs and checkpoints. Wait for it to end, or choose another `name`/`out_dir`")
+
+
 @contextmanager
 def lock_run_dir(run_dir: str | Path, env: Distributed) -> Iterator[None]:
     """Hold `run_dir`'s lock while the block runs (creating the folder if needed), after
@@ -45,10 +65,7 @@ def lock_run_dir(run_dir: str | Path, env: Distributed) -> Iterator[None]:
             lock, holder = None, (RunDir(run_dir).lock_file).read_text().strip()
     busy = all_reduce_sum(torch.tensor([float(env.is_main and lock is None)], device=env.device), env).item()
     if busy:
-        where = f" ({holder})" if holder else ""
-        raise RunFolderBusyError(
-            f"run folder {run_dir} is in use by another training{where}: two runs in one folder would mix their "
-            f"logs and checkpoints. Wait for it to end, or choose another `name`/`out_dir`")
+        raise _busy(run_dir, holder)
     try:
         if lock is not None:
             lock.truncate(0)  # the lock file names its holder, for the message above

@@ -30,7 +30,7 @@ from adapmtl.engine.distributed import Distributed, all_reduce_mean, all_reduce_
 from adapmtl.engine.evaluate import evaluate, move
 from adapmtl.engine.logger import RunLogger, run_warnings
 from adapmtl.engine.rundir import RunDir, RunDirError, read_state
-from adapmtl.engine.runlock import lock_run_dir
+from adapmtl.engine.runlock import lock_run_dir, raise_if_busy
 from adapmtl.errors import AdapMTLError
 from adapmtl.methods import Method, MethodContext, create_method
 from adapmtl.models.spec import ModelSpec
@@ -429,6 +429,7 @@ def train(config: Config, run_dir: str | Path | None = None, *, stop_at: int | N
     continued with `resume(run_dir)`; returns None then.
     """
     run_dir = run_dir_of(config, run_dir)
+    raise_if_busy(run_dir)  # "in use" rather than "already holds a run; resume it"
     _refuse_finished_or_started(run_dir)
     check_stop_at(stop_at, 0, config.train.steps)
     env = setup(config.train.device, config.train.dist_timeout)
