@@ -124,11 +124,13 @@ def test_each_seed_is_compared_with_its_own_dense_run_then_averaged(tmp_path):
     assert "| method | 0.9 |\n|---|---|\n| lth | +0.00 [-127.06, +127.06] |" in table
 
 
-def _sane_bench(tmp_path, dense_x2=(50.5, 49.5, 50.5), rand=(40.0, 41.0, 39.0), min_head_share=0.1):
+def _sane_bench(tmp_path, dense_x2=(50.5, 49.5, 50.5), rand=(40.0, 41.0, 39.0), min_head_share=0.1,
+                max_noise_floor=10.0):
     """Three seeds of fake results: dense 50 mIoU; dense models cross-evaluated at 51 / 49 (ΔT ±2:
     noise floor 2); lth at 45, 46, 44 (ΔT −10, −8, −12); random and dense at 2× steps as given."""
     bench = load_bench(_bench_file(tmp_path, methods=["random", "lth"], targets=[0.9], seeds=[0, 1, 2],
-                                   convergence=2, min_head_share=min_head_share, compare_to="lth"))
+                                   convergence=2, min_head_share=min_head_share, compare_to="lth",
+                                   max_noise_floor=max_noise_floor))
     for seed in range(3):
         _fake_result(tmp_path, f"dense/seed{seed}", 50.0, 0.0)
         _fake_result(tmp_path, f"dense_x2/seed{seed}", dense_x2[seed], 0.0)
@@ -179,6 +181,7 @@ def test_a_sane_setting_reads_valid_with_intervals_and_ties(tmp_path):
     ({"min_head_share": 0.5}, "the heads hold 14.5 % of the weights, under 50 %"),
     ({"dense_x2": (55.0, 56.0, 54.0)}, "the dense reference has not converged: 2× the steps change its ΔT by +10.00"),
     ({"rand": (49.0, 52.0, 50.0)}, "random at 0.9 is not clearly worse than dense"),
+    ({"max_noise_floor": 1.5}, "the noise floor 2.00 ΔT exceeds 1.5: the dense models of different seeds disagree"),
 ])
 def test_each_failed_sanity_check_labels_the_table_setting_invalid(tmp_path, change, problem):
     bench = _sane_bench(tmp_path, **change)

@@ -178,7 +178,7 @@ def analyse(bench: Bench) -> Analysis:
         convergence = intervals.get(f"{BASELINE} x{section.convergence:g} steps")
     numel = component_numel(bench.config(runs[0]))
     checks = [check_heads_share(numel, section.min_head_share),
-              check_noise_floor(floor, len(cross)),
+              check_noise_floor(floor, len(cross), section.max_noise_floor),
               check_convergence(convergence, floor, section.convergence),
               check_random_worse(intervals.get(f"random target={RANDOM_CHECK_TARGET:g}"), floor, RANDOM_CHECK_TARGET)]
     return Analysis(numel, cross, floor, delta, intervals, versus, convergence, checks, setting_label(checks))

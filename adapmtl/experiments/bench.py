@@ -10,6 +10,7 @@ shares) plus a `bench` section:
       out_dir: runs/bench_synthetic
       convergence: 2          # dense also at 2 × train.steps per seed: has the reference converged?
       min_head_share: 0.7     # the heads must hold at least 70 % of the prunable weights
+      max_noise_floor: 10     # dense models of different seeds must agree within 10 ΔT
       compare_to: adapmtl     # every method is also compared with this one, paired per seed
       jobs: 2                 # runs trained at once, one process each
 
@@ -62,6 +63,9 @@ class BenchSection(BaseModel):
     convergence: Optional[float] = Field(
         2.0, gt=1, description="also train dense at this multiple of train.steps (and of the lr schedule) per "
         "seed; the dense reference has converged when both agree within the noise floor. null: no check")
+    max_noise_floor: Optional[float] = Field(
+        10.0, gt=0, description="largest noise floor (ΔT) at which the bench can rank methods: the paper's methods "
+        "differ by a few to about ten ΔT points; a larger floor labels the table 'setting invalid'. null: not checked")
     min_head_share: Optional[float] = Field(
         0.7, ge=0, le=1, description="least share of the prunable weights the heads must hold (the paper's models: "
         "about 0.77); a smaller share labels the table 'setting invalid'. null: reported, not checked")

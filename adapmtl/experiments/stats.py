@@ -129,13 +129,19 @@ def check_heads_share(numel: Mapping[str, int], minimum: Optional[float]) -> Che
                  "" if ok else f"the heads hold {100 * share:.1f} % of the weights, under {100 * minimum:g} %")
 
 
-def check_noise_floor(floor: Optional[float], pairs: int) -> Check:
-    """The noise floor is measured (from `pairs` cross-evaluated dense pairs) or not (one seed)."""
-    rule = "RMS over seed pairs i ≠ j of ΔT(dense j vs dense i, on seed i's test set)"
+def check_noise_floor(floor: Optional[float], pairs: int, maximum: Optional[float] = None) -> Check:
+    """The noise floor is measured (from `pairs` cross-evaluated dense pairs) and at most `maximum`
+    ΔT. A larger floor makes every difference a tie, and lets an under-trained reference pass the
+    convergence check (its seeds disagree as much as its budgets do)."""
+    rule = "RMS over seed pairs i ≠ j of ΔT(dense j vs dense i, on i's test set)" + (
+        f", at most {maximum:g}" if maximum is not None else "")
     if floor is None:
         return Check("noise floor", "not measured", rule, "not checked",
                      "no noise floor: it needs the dense runs of at least 2 seeds")
-    return Check("noise floor", f"{floor:.2f} ΔT ({pairs} pairs)", rule, "pass")
+    ok = maximum is None or floor <= maximum
+    return Check("noise floor", f"{floor:.2f} ΔT ({pairs} pairs)", rule, "pass" if ok else "fail",
+                 "" if ok else f"the noise floor {floor:.2f} ΔT exceeds {maximum:g}: the dense models of different "
+                               "seeds disagree too much to rank methods (train longer)")
 
 
 def check_convergence(difference: Optional[Interval], floor: Optional[float], multiple: Optional[float]) -> Check:
