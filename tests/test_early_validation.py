@@ -65,3 +65,27 @@ def test_a_batch_the_processes_cannot_share_is_refused_before_training(tmp_path)
     config = tiny_config(tmp_path)  # batch 4
     with pytest.raises(ConfigError, match=r"data.batch_size \(4\) must be a multiple of the number of processes \(3\)"):
         train_loader(config, SyntheticScenes(16, (8, 8)), 0, rank=0, world_size=3)
+
+
+def test_weighting_options_are_checked_against_the_chosen_weighting_at_load_time(tmp_path):
+    config = load_config(None, ["method.weighting_options={begin: 3, window: 2}"])
+    assert config.method.weighting_options == {"begin": 3, "window": 2}
+    # dense weights its tasks equally by default: adaptive's options are foreign to it
+    with pytest.raises(ConfigError, match=r"`method.weighting_options`: the 'equal' weighting takes no option "
+                                          r"\['begin'\]; its options: none"):
+        load_config(None, ["method.name=dense", "method.weighting_options={begin: 3}"])
+    with pytest.raises(ConfigError, match=r"takes no option \['stride'\]; its options: begin, window"):
+        load_config(None, ["method.weighting_options={stride: 3}"])
+
+
+def test_a_saved_config_of_an_older_version_still_loads(tmp_path):
+    from adapmtl.engine import RunDir
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    # as older adapmtl saved it: every method's options, adaptive's two as flat keys
+    (folder / "config.yaml").write_text(
+        "method:\n  name: adapmtl\n  target: 0.8\n  rounds: 3\n  update_every: 50\n"
+        "  weighting_begin: 7\n  weighting_window: null\n")
+    config = RunDir(folder).config()
+    assert config.method.target == 0.8 and config.method.weighting_options == {"begin": 7}

@@ -99,7 +99,7 @@ def test_config_errors_name_the_key(tmp_path):
     message = str(error.value)
     assert "`train.steps`: Input should be a valid integer" in message
     assert "`method.target`: Input should be less than 1" in message
-    assert ("unknown key `method.granularty`; allowed here: name, target, weighting, weighting_begin, weighting_window, "
+    assert ("unknown key `method.granularty`; allowed here: name, target, weighting, weighting_options, "
             "min_density, init, policy, reach_at, schedule, interval, granularity") in message
     with pytest.raises(adapmtl.engine.ConfigError, match="must be a multiple of train.accumulate"):
         load_config(None, ["data.batch_size=6", "train.accumulate=4"])

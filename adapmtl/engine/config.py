@@ -16,6 +16,7 @@ from adapmtl.data import DATASETS
 from adapmtl.errors import AdapMTLError
 from adapmtl.methods import METHODS, MethodError, MethodOptions, method_options
 from adapmtl.models.registry import BACKBONES
+from adapmtl.tasks import METRIC_SETS
 from adapmtl.weighting import WEIGHTINGS
 
 
@@ -38,7 +39,7 @@ class DataConfig(_Section):
     buildings: Optional[str] = Field("tiny", description="taskonomy: 'tiny' or a split file")
     missing: Literal["error", "skip"] = "error"
     tasks: Optional[list[str]] = Field(None, description="default: the dataset's tasks")
-    metrics: Optional[Literal["nyuv2", "taskonomy"]] = Field(None, description="metric set; default by dataset")
+    metrics: Optional[str] = Field(None, description="metric set (adapmtl.tasks.METRIC_SETS); default: the dataset's")
     normalize: Literal["imagenet", "bgr_mean", "unit"] = "imagenet"
     crop: Optional[Size] = Field((321, 321), description="train crop (h, w); null: no crop")
     scale: Optional[tuple[PositiveFloat, PositiveFloat]] = Field((0.5, 1.5), description="random scale range; null: none")
@@ -143,6 +144,15 @@ class Config(_Section):
                     registry.get_entry(name)
             except AdapMTLError as error:
                 raise ValueError(f"`{key}`: {error}") from None
+        if self.data.metrics is not None and self.data.metrics not in METRIC_SETS:
+            raise ValueError(f"`data.metrics`: unknown metric set {self.data.metrics!r}; expected one of "
+                             f"{', '.join(sorted(METRIC_SETS))}")
+        weighting = self.method.weighting or METHODS[self.method.name].default_weighting
+        foreign = sorted(set(self.method.weighting_options) - set(WEIGHTINGS[weighting].options))
+        if foreign:
+            allowed = ", ".join(WEIGHTINGS[weighting].options) or "none"
+            raise ValueError(f"`method.weighting_options`: the {weighting!r} weighting takes no option {foreign}; "
+                             f"its options: {allowed}")
         if self.data.batch_size % self.train.accumulate:
             raise ValueError(
                 f"data.batch_size ({self.data.batch_size}) must be a multiple of train.accumulate ({self.train.accumulate})"

@@ -106,6 +106,15 @@ class RunDir:
         return self.path / "export"
 
     @property
+    def plan_file(self) -> Path:
+        """The per-layer plan `adapmtl compile` saves (see `compile_sparse`)."""
+        return self.export_dir / "plan.json"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path / "report"
+
+    @property
     def sensitivity_dir(self) -> Path:
         """The sensitivity/ folder."""
         return self.path / "sensitivity"
@@ -162,9 +171,7 @@ class RunDir:
             raise RunDirError(f"{self.config_file} is damaged (not valid YAML: {error})") from None
         method = raw.get("method") if isinstance(raw, dict) else None
         if isinstance(method, dict) and method.get("name") in METHODS:
-            known_elsewhere = {key for cls in METHODS.values() for key in cls.options_type.model_fields}
-            accepted = METHODS[method["name"]].options_type.model_fields
-            raw["method"] = {k: v for k, v in method.items() if k in accepted or k not in known_elsewhere}
+            raw["method"] = _current_method_section(method)
         return validate_config(raw, str(self.config_file))
 
     def result(self) -> dict[str, Any] | None:
@@ -231,6 +238,23 @@ class RunDir:
         """model.safetensors: the finalized state dict, with the spec that rebuilds it and a SHA-256
         over every tensor in its metadata (checked by `read_state`). Raises OSError if unwritable."""
         write_atomic(self.model_file, encode_checked(state, MODEL_FORMAT, {"model": json.dumps(spec.to_dict())}))
+
+
+LEGACY_WEIGHTING_KEYS = {"weighting_begin": "begin", "weighting_window": "window"}  # now weighting_options
+
+
+def _current_method_section(method: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved method section in today's form. Older adapmtl saved every method's options (only
+    the run's own method's are kept: the rest were defaults) and the adaptive weighting's options
+    as `weighting_begin`/`weighting_window` (moved into `weighting_options`)."""
+    known_elsewhere = {key for cls in METHODS.values() for key in cls.options_type.model_fields}
+    accepted = METHODS[method["name"]].options_type.model_fields
+    section = {k: v for k, v in method.items()
+               if (k in accepted or k not in known_elsewhere) and k not in LEGACY_WEIGHTING_KEYS}
+    legacy = {new: method[old] for old, new in LEGACY_WEIGHTING_KEYS.items() if method.get(old) is not None}
+    if legacy:
+        section["weighting_options"] = {**legacy, **section.get("weighting_options", {})}
+    return section
 
 
 def read_state(path: str | Path) -> dict[str, torch.Tensor]:

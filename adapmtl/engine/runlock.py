@@ -71,7 +71,7 @@ def lock_run_dir(run_dir: str | Path, env: Distributed) -> Iterator[None]:
             lock.truncate(0)  # the lock file names its holder, for the message above
             lock.write(f"process {os.getpid()} on {socket.gethostname()}\n")
             lock.flush()
-            for folder in (run_dir, run_dir / "checkpoints"):
+            for folder in (run_dir, RunDir(run_dir).checkpoints):
                 remove_temporaries(folder)
         yield
     finally:

@@ -134,8 +134,7 @@ def build_run(config: Config, run_dir: Path, env: Distributed) -> Run:
     controller = getattr(method, "controller", None)  # the soft-threshold methods' SparsityController
     if controller is not None:
         controller.attach(optimizer)  # its pressure on the averaged, accumulated, unscaled gradient, once a step
-    weighting = create_weighting(method.weighting, list(tasks), t.steps, begin=config.method.weighting_begin,
-                                 window=config.method.weighting_window)
+    weighting = create_weighting(method.weighting, list(tasks), t.steps, **config.method.weighting_options)
     autocast, scaler = _autocast(config, env.device)
     train_loader(config, datasets["train"], 0, env.rank, env.world_size)  # checks the batch against the data
     method.bind(_method_context(config, env, tasks, datasets["train"], optimizer, scheduler))
@@ -408,8 +407,9 @@ def _refuse_finished_or_started(run_dir: Path) -> None:
 def _prepare_run_dir(config: Config, run_dir: Path, env: Distributed) -> None:
     """The run's first write: its folder, checkpoints/ and the resolved config."""
     if env.is_main:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        RunDir(run_dir).write_config(config)
+        folder = RunDir(run_dir)
+        folder.checkpoints.mkdir(parents=True, exist_ok=True)
+        folder.write_config(config)
     barrier(env)
 
 

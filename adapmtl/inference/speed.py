@@ -77,6 +77,6 @@ def compile_run(run_dir: str | Path, *, batch: int = 1, size: Sequence[int] | No
     example = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
     compiled = compile_sparse(model, example)
     comparison = compare_speed(model, compiled, example, rounds)
-    path = Path(plan_out) if plan_out else RunDir(run_dir).export_dir / "plan.json"
+    path = Path(plan_out) if plan_out else RunDir(run_dir).plan_file
     compiled.plan.save(path)
     return compiled, comparison, path

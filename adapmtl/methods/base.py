@@ -41,8 +41,9 @@ class MethodOptions(BaseModel):
     name: str = Field("adapmtl", description="a registered method (see adapmtl.methods.METHODS)")
     target: float = Field(0.9, ge=0, lt=1, description="overall sparsity to end at")
     weighting: Optional[str] = Field(None, description="task weighting (adaptive, equal, ...); default: the method's")
-    weighting_begin: Optional[int] = Field(None, ge=0, description="adaptive: first step of the window")
-    weighting_window: Optional[int] = Field(None, ge=1, description="adaptive: window length in steps")
+    weighting_options: dict[str, Any] = Field(
+        default_factory=dict, description="the chosen weighting's own options, e.g. {begin: 5000, window: 500} "
+        "for adaptive (each weighting declares which it takes)")
     min_density: float = Field(0.01, ge=0, le=1, description="collapse guard: every prunable layer keeps at least "
                                "max(1, ceil(min_density x its weights)), its largest; 0 allows a layer to become "
                                "all zero (adapmtl.sparsity.guard)")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from adapmtl.engine.rundir import RunDir
 from adapmtl.report.html import figure_html, heading, html_page, paragraph
 from adapmtl.report.plots import (allocation_figure, delta_t_figure, layer_sparsity_figure, losses_figure, save_figure,
                                   sparsity_figure, task_weights_figure, thresholds_figure)
@@ -80,7 +81,7 @@ def write_report(paths: Iterable[str | Path], out_dir: str | Path | None = None,
     runs = load_runs(paths)
     base = resolve_baseline(runs, baseline)
     if out_dir is None:
-        out_dir = (runs[0].path if len(runs) == 1 else Path(os.path.commonpath([r.path for r in runs]))) / "report"
+        out_dir = RunDir(runs[0].path if len(runs) == 1 else Path(os.path.commonpath([r.path for r in runs]))).report_dir
     out = ReportFiles(Path(out_dir), Path(out_dir) / "report.html")
     out.out_dir.mkdir(parents=True, exist_ok=True)
     blocks = [paragraph(f"{len(runs)} run(s): " + ", ".join(f"{r.label} ({r.method}"
