@@ -44,6 +44,11 @@ class RunDirError(AdapMTLError, ValueError):
     """A folder that is not a run, a run that has not finished, or a damaged run file."""
 
 
+def _inside(relative: str, doc: str) -> property:
+    """A layout entry: the path `relative` inside the run folder."""
+    return property(lambda self: self.path / relative, doc=doc)
+
+
 @dataclass(frozen=True)
 class RunDir:
     """A run folder at `path` (it may not exist yet: `train` creates it)."""
@@ -59,70 +64,20 @@ class RunDir:
     def __init__(self, path: str | Path) -> None:
         object.__setattr__(self, "path", Path(path))
 
-    # --- layout
-    @property
-    def config_file(self) -> Path:
-        """config.yaml in the folder."""
-        return self.path / self.CONFIG
-
-    @property
-    def result_file(self) -> Path:
-        """result.json in the folder (written last)."""
-        return self.path / self.RESULT
-
-    @property
-    def model_file(self) -> Path:
-        """model.safetensors in the folder (the finalized model)."""
-        return self.path / self.MODEL
-
-    @property
-    def log_file(self) -> Path:
-        """log.jsonl in the folder."""
-        return self.path / self.LOG
-
-    @property
-    def lock_file(self) -> Path:
-        """The lock file a process writing to the run holds (see `adapmtl.engine.runlock`)."""
-        return self.path / self.LOCK
-
-    @property
-    def checkpoints(self) -> Path:
-        """The checkpoints/ folder."""
-        return self.path / "checkpoints"
-
-    @property
-    def last(self) -> Path:
-        """The checkpoint to resume from."""
-        return self.checkpoints / "last.pt"
-
-    @property
-    def best(self) -> Path:
-        """The weights selected on validation (before finalize)."""
-        return self.checkpoints / "best.pt"
-
-    @property
-    def export_dir(self) -> Path:
-        """The export/ folder (what `adapmtl export` writes by default)."""
-        return self.path / "export"
-
-    @property
-    def plan_file(self) -> Path:
-        """The per-layer plan `adapmtl compile` saves (see `compile_sparse`)."""
-        return self.export_dir / "plan.json"
-
-    @property
-    def report_dir(self) -> Path:
-        return self.path / "report"
-
-    @property
-    def sensitivity_dir(self) -> Path:
-        """The sensitivity/ folder."""
-        return self.path / "sensitivity"
-
-    @property
-    def tensorboard_dir(self) -> Path:
-        """The tensorboard/ folder."""
-        return self.path / "tensorboard"
+    # --- layout: every path of a run folder, here and nowhere else
+    config_file = _inside(CONFIG, "The resolved config.")
+    result_file = _inside(RESULT, "The result, written last: its presence marks a finished run.")
+    model_file = _inside(MODEL, "The finalized model.")
+    log_file = _inside(LOG, "One JSON record per logged step, validation and warning.")
+    lock_file = _inside(LOCK, "The lock a process training in the folder holds (adapmtl.engine.runlock).")
+    checkpoints = _inside("checkpoints", "The checkpoints/ folder.")
+    last = _inside("checkpoints/last.pt", "The checkpoint to resume from.")
+    best = _inside("checkpoints/best.pt", "The weights selected on validation (before finalize).")
+    export_dir = _inside("export", "What `adapmtl export` writes by default.")
+    plan_file = _inside("export/plan.json", "The per-layer plan `adapmtl compile` saves (see compile_sparse).")
+    report_dir = _inside("report", "What `adapmtl report` writes by default.")
+    sensitivity_dir = _inside("sensitivity", "What `adapmtl sensitivity` writes, and `adapmtl report` reads.")
+    tensorboard_dir = _inside("tensorboard", "TensorBoard event files.")
 
     # --- state
     @property
