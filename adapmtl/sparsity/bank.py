@@ -1,7 +1,9 @@
 """The model's learnable threshold scores, one per threshold group, in one place."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+import json
+import zlib
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -23,6 +25,11 @@ class ThresholdBank(nn.Module):
     weights always survives (`adapmtl.sparsity.guard`; +inf: unguarded). `init` is the
     common initial score s0 every group started from, kept so that a run can say how far
     each score learned.
+
+    Its state_dict holds tensors only (safetensors and EMA over `state_dict().values()` work):
+    `scores`, `caps`, `init_score` and `guard_min_density` (0-d) and `groups_fingerprint` (0-d
+    int64, `groups_fingerprint()`). Loading raises SparsifyError when the saved groups differ from
+    this bank's; a state_dict saved by older adapmtl (with `_extra_state`) still loads.
     """
 
     def __init__(self, group_names: Sequence[str], granularity: str, init: float, *,
@@ -34,29 +41,53 @@ class ThresholdBank(nn.Module):
         self.min_density = float(min_density)
         self.scores = nn.Parameter(torch.full((len(self.group_names),), float(init)))
         self.register_buffer("caps", torch.full((layers,), float("inf")))
+        # the state_dict holds tensors only (safetensors, EMA, Trainer checkpoints): init and
+        # min_density as 0-d buffers, the groups as a fingerprint checked on load
+        self.register_buffer("init_score", torch.tensor(self.init))
+        self.register_buffer("guard_min_density", torch.tensor(self.min_density))
+        self.register_buffer("groups_fingerprint", torch.tensor(groups_fingerprint(self.group_names, granularity)))
 
     def thresholds(self) -> torch.Tensor:
         """τ = sigmoid(s) of every group, detached, shape [groups]."""
         return torch.sigmoid(self.scores.detach())
 
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"groups": list(self.group_names), "granularity": self.granularity, "init": self.init,
-                "min_density": self.min_density}
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        legacy = state_dict.pop(prefix + "_extra_state", None)
+        if legacy is not None:  # saved by adapmtl before its state_dicts became tensor-only
+            self._check_groups(legacy.get("granularity"), legacy.get("groups", []))
+            state_dict.setdefault(prefix + "init_score", torch.tensor(float(legacy.get("init", self.init))))
+            state_dict.setdefault(prefix + "guard_min_density",
+                                  torch.tensor(float(legacy.get("min_density", self.min_density))))
+            state_dict.setdefault(prefix + "groups_fingerprint", self.groups_fingerprint.clone())
+        saved = state_dict.get(prefix + "groups_fingerprint")
+        if isinstance(saved, torch.Tensor) and saved.numel() == 1 and int(saved) != int(self.groups_fingerprint):
+            self._check_groups(None, None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        self.init = float(self.init_score)
+        self.min_density = float(self.guard_min_density)
 
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        if list(state.get("groups", [])) != list(self.group_names) or state.get("granularity") != self.granularity:
-            raise SparsifyError(
-                "the state_dict's thresholds were saved from a model sparsified with "
-                f"granularity={state.get('granularity')!r} and {len(state.get('groups', []))} groups "
-                f"({_preview(state.get('groups', []))}); this model has granularity="
-                f"{self.granularity!r} and {len(self.group_names)} groups ({_preview(self.group_names)}). "
-                "Sparsify with the same components and granularity before loading."
-            )
-        self.init = float(state.get("init", self.init))
-        self.min_density = float(state.get("min_density", self.min_density))
+    def _check_groups(self, granularity: str | None, groups: Sequence[str] | None) -> None:
+        """Raise SparsifyError unless the saved threshold groups (None: unknown, known to differ) are this bank's."""
+        if groups is not None and list(groups) == list(self.group_names) and granularity == self.granularity:
+            return
+        saved = ("different threshold groups" if groups is None else
+                 f"granularity={granularity!r} and {len(groups)} groups ({_preview(groups)})")
+        raise SparsifyError(
+            f"the state_dict's thresholds were saved from a model sparsified with {saved}; this model has "
+            f"granularity={self.granularity!r} and {len(self.group_names)} groups ({_preview(self.group_names)}). "
+            "Sparsify with the same components and granularity before loading."
+        )
 
     def extra_repr(self) -> str:
         return f"granularity={self.granularity!r}, groups={len(self.group_names)}, min_density={self.min_density:g}"
+
+
+def groups_fingerprint(group_names: Sequence[str], granularity: str) -> int:
+    """A 31-bit CRC of the granularity and the ordered group names: saved in the state_dict so that loading
+    into a model sparsified with other groups fails with a clear error (an int, exact in any dtype ≥ int32)."""
+    return zlib.crc32(json.dumps([granularity, list(group_names)]).encode()) & 0x7FFFFFFF
 
 
 def _preview(names: Sequence[str], limit: int = 4) -> str:
