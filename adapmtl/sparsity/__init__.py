@@ -1,5 +1,7 @@
 """Soft-threshold sparsity: sparsify → train (with the controller) → finalize."""
-from adapmtl.sparsity.components import PRUNABLE_TYPES, assign_components, infer_components, prunable_layers
+from adapmtl.sparsity.components import (
+    ATTENTION_TENSORS, PRUNABLE_TYPES, assign_components, infer_components, prunable_layers, prunable_weights,
+)
 from adapmtl.sparsity.controller import SparsityController
 from adapmtl.sparsity.finalize import FinalizeReport, finalize
 from adapmtl.sparsity.report import ComponentSparsity, LayerSparsity, SparsityReport, sparsity_report
@@ -7,7 +9,8 @@ from adapmtl.sparsity.soft_threshold import SoftThreshold, soft_threshold
 from adapmtl.sparsity.sparsify import sparse_layers, sparsify, threshold_parameters
 
 __all__ = [
-    "PRUNABLE_TYPES", "assign_components", "infer_components", "prunable_layers",
+    "ATTENTION_TENSORS", "PRUNABLE_TYPES", "assign_components", "infer_components", "prunable_layers",
+    "prunable_weights",
     "SparsityController", "FinalizeReport", "finalize",
     "ComponentSparsity", "LayerSparsity", "SparsityReport", "sparsity_report",
     "SoftThreshold", "soft_threshold", "sparse_layers", "sparsify", "threshold_parameters",

@@ -15,6 +15,10 @@ from adapmtl.errors import ComponentError
 PRUNABLE_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 """Conv1d/2d/3d, ConvTranspose1d/2d/3d and Linear (and their subclasses)."""
 
+ATTENTION_TENSORS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+"""nn.MultiheadAttention's input projections: bare Parameters, not Linear layers (its `out_proj` is a
+Linear). in_proj_weight [3·embed_dim, embed_dim] when q, k, v share embed_dim, else the three others."""
+
 ComponentSpec = Mapping[str, Union[str, Sequence[str]]]
 
 _LIST_LIMIT = 10
@@ -35,30 +39,53 @@ def _excluded(name: str, patterns: Sequence[str]) -> bool:
 
 
 def prunable_layers(model: nn.Module, exclude: Iterable[str] = ()) -> dict[str, nn.Module]:
-    """The model's prunable layers by module name, in definition order.
+    """The model's prunable layers (Conv, Linear: modules with a `weight`) by module name, in definition order.
 
     `exclude` holds module-name patterns: a name prefix (`"heads.seg"` covers the
     whole head) or a glob (`"*.classifier"`). A pattern that matches no prunable
     layer is an error, so that a typo never leaves a layer pruned by surprise.
     Raises ComponentError for an `exclude` pattern that matches no layer, or when nothing is left to prune.
     """
-    patterns = list(exclude)
-    if isinstance(exclude, str):
-        patterns = [exclude]
     candidates = {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
+    return _select(model, candidates, exclude)
+
+
+def prunable_weights(model: nn.Module, exclude: Iterable[str] = ()) -> dict[str, tuple[nn.Module, str]]:
+    """Every prunable weight tensor as {name: (module, attribute)}, in definition order.
+
+    The `weight` of each prunable layer (`prunable_layers`), named by its module, and the
+    input projections of every nn.MultiheadAttention (`ATTENTION_TENSORS`), named
+    "<module>.<attribute>", e.g. "encoder.layers.0.self_attn.in_proj_weight". `exclude` as in
+    `prunable_layers`; a module-name prefix covers the attention's tensors too.
+    Raises ComponentError for an `exclude` pattern that matches no weight, or when nothing is left to prune.
+    """
+    candidates: dict[str, tuple[nn.Module, str]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, PRUNABLE_TYPES):
+            candidates[name] = (module, "weight")
+        elif isinstance(module, nn.MultiheadAttention):
+            for attribute in ATTENTION_TENSORS:
+                if getattr(module, attribute, None) is not None:
+                    candidates[f"{name}.{attribute}" if name else attribute] = (module, attribute)
+    return _select(model, candidates, exclude)
+
+
+def _select(model: nn.Module, candidates: dict, exclude: Iterable[str]) -> dict:
+    """`candidates` less those `exclude` matches; ComponentError for a pattern matching none, or nothing left."""
+    patterns = [exclude] if isinstance(exclude, str) else list(exclude)
     unused = [p for p in patterns if not any(_excluded(n, [p]) for n in candidates)]
     if unused:
         raise ComponentError(
             f"exclude pattern(s) {', '.join(map(repr, unused))} match no prunable layer; "
             f"prunable layers are: {_name_list(list(candidates))}"
         )
-    layers = {n: m for n, m in candidates.items() if not _excluded(n, patterns)}
-    if not layers:
+    kept = {n: m for n, m in candidates.items() if not _excluded(n, patterns)}
+    if not kept:
         raise ComponentError(
             f"{type(model).__name__} has no prunable layer left (Conv or Linear) "
             + ("after exclude." if patterns else "to sparsify.")
         )
-    return layers
+    return kept
 
 
 def infer_components(model: nn.Module) -> dict[str, list[str]]:
@@ -109,15 +136,20 @@ def assign_components(
     exclude: Iterable[str] = (),
     *,
     fallback: str | None = None,
+    attention: bool = False,
 ) -> dict[str, str]:
     """Map every prunable layer's name to its component's name.
+
+    With `attention=True` the names are those of `prunable_weights` (nn.MultiheadAttention's
+    input projections included), else those of `prunable_layers`.
 
     `components=None` infers them (see `infer_components`); when that is not
     possible and `fallback` is given, every layer goes to one component of that
     name. Layers matched by no component, or by two, are an error that names them.
     Raises ComponentError naming the layers in no component or in two, and patterns that match nothing.
     """
-    layers = prunable_layers(model, exclude)
+    candidates = prunable_weights if attention else prunable_layers
+    layers = candidates(model, exclude)
     if components is None:
         try:
             spec = infer_components(model)
@@ -126,7 +158,7 @@ def assign_components(
                 raise
             return {name: fallback for name in layers}
         # an inferred component that exclude= emptied on purpose (say, a dense backbone) is dropped
-        everything = prunable_layers(model)
+        everything = candidates(model)
         spec = {
             c: p for c, p in spec.items()
             if any(_under(n, q) for n in layers for q in p) or not any(_under(n, q) for n in everything for q in p)

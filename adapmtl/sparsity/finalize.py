@@ -10,7 +10,7 @@ from torch import nn
 
 from adapmtl.errors import SparsifyError
 from adapmtl.sparsity.bank import BANK_ATTRIBUTE, require_bank
-from adapmtl.sparsity.report import SparsityReport, report_exact_zeros, sparsity_report
+from adapmtl.sparsity.report import SparsityReport, dense_parameters, report_exact_zeros, sparsity_report
 from adapmtl.sparsity.guard import max_sparsity
 from adapmtl.sparsity.shift import global_allocation, shift_for_zeros
 from adapmtl.sparsity.soft_threshold import soft_threshold
@@ -126,12 +126,14 @@ def finalize(model: nn.Module, target: float | None = None) -> FinalizeReport:
         one_threshold = global_allocation(layers, bank, zeros)
         guarded = [l.name for l, new in zip(layers, finalized)
                    if float(bank.caps[l.parametrization.layer]) < float(taus[l.parametrization.group])]
+        for module in {id(layer.module): layer.module for layer in layers}.values():
+            _restore_layer(module)
         for layer, new in zip(layers, finalized):
-            _restore_layer(layer.module)
-            layer.module.weight.copy_(new)
+            getattr(layer.module, layer.attribute).copy_(new)
 
     _remove_bank(model, bank)
-    after = report_exact_zeros({l.name: (l.parametrization.component, l.module.weight) for l in layers})
+    after = report_exact_zeros({l.name: (l.parametrization.component, getattr(l.module, l.attribute)) for l in layers},
+                               dense_parameters(model, [getattr(l.module, l.attribute) for l in layers]))
     collapsed = after.collapsed
     if collapsed:
         warnings.warn(f"finalize left {len(collapsed)} layer(s) all zero, so their outputs no longer depend on "
@@ -164,17 +166,19 @@ def _check_reachable(target: float, numel: int) -> None:
 
 
 def _restore_layer(module: nn.Module) -> None:
-    """Give the layer back its class and its dense weight Parameter (same object).
+    """Give the layer back its class and its dense weight Parameters (the same objects; several for an
+    attention's q/k/v projections).
 
     Not `parametrize.remove_parametrizations`: it deletes the `weight` property from
     the layer's injected class, which `copy.deepcopy` shares between a model and its
     copies, and so would break every other copy. sparsify refuses layers with other
     parametrizations, so ours is the only one and the class's base is the original.
     """
-    original = module.parametrizations.weight.original
+    originals = {attribute: p.original for attribute, p in module.parametrizations.items()}
     delattr(module, "parametrizations")
     module.__class__ = module.__class__.__bases__[0]
-    module.register_parameter("weight", original)
+    for attribute, original in originals.items():
+        module.register_parameter(attribute, original)
 
 
 def _remove_bank(model: nn.Module, bank: nn.Module) -> None:

@@ -11,7 +11,7 @@ from torch.nn.utils import parametrize
 
 from adapmtl.errors import SparsifyError
 from adapmtl.sparsity.bank import BANK_ATTRIBUTE, ThresholdBank, find_bank, require_bank
-from adapmtl.sparsity.components import ComponentSpec, assign_components
+from adapmtl.sparsity.components import ComponentSpec, assign_components, prunable_weights
 from adapmtl.sparsity.guard import DEFAULT_MIN_DENSITY, check_min_density, layer_cap
 from adapmtl.sparsity.soft_threshold import SoftThreshold
 
@@ -32,10 +32,12 @@ def sparsify(
 ) -> nn.Module:
     """Make every prunable weight of `model` soft-threshold sparse, in place; returns `model`.
 
-    Each prunable weight W (Conv*, ConvTranspose*, Linear; never biases or norm
-    layers) is used in the forward pass as sign(W)·relu(|W| − sigmoid(s)), while the
+    Each prunable weight W (of Conv*, ConvTranspose*, Linear, and nn.MultiheadAttention's
+    input projections `in_proj_weight` or `q/k/v_proj_weight`; never biases, norm layers or
+    embeddings) is used in the forward pass as sign(W)·relu(|W| − sigmoid(s)), while the
     optimizer keeps updating the dense W (its state_dict key becomes
-    `<layer>.parametrizations.weight.original`).
+    `<layer>.parametrizations.<weight>.original`). Attention reads its projections through the
+    parametrization in every mode, PyTorch's fused eval fast path included.
 
     Args:
         model: any nn.Module. Load dense weights (a pretrained checkpoint) before this call.
@@ -70,9 +72,9 @@ def sparsify(
         raise SparsifyError(f"this {type(model).__name__} is already sparsified; call adapmtl.finalize(model) first.")
 
     fallback = None if granularity == "component" else "model"
-    component_of = assign_components(model, components, exclude, fallback=fallback)
-    layers = dict(model.named_modules())
-    _check_layers(layers, component_of)
+    component_of = assign_components(model, components, exclude, fallback=fallback, attention=True)
+    tensors = prunable_weights(model, exclude)
+    _check_layers(tensors)
 
     if granularity == "component":
         group_names = list(dict.fromkeys(component_of.values()))
@@ -85,17 +87,18 @@ def sparsify(
         group_of = {name: 0 for name in component_of}
 
     if init == "auto":
-        init = auto_init([layers[name].weight for name in component_of])
-    reference = layers[next(iter(component_of))].weight
+        init = auto_init([_tensor(tensors[name]) for name in component_of])
+    reference = _tensor(tensors[next(iter(component_of))])
     bank = ThresholdBank(group_names, granularity, init, layers=len(component_of), min_density=min_density)
     bank.to(device=reference.device, dtype=reference.dtype)
     with torch.no_grad():
         for index, name in enumerate(component_of):
-            bank.caps[index] = layer_cap(layers[name].weight, min_density)
+            bank.caps[index] = layer_cap(_tensor(tensors[name]), min_density)
     model.add_module(BANK_ATTRIBUTE, bank)
     for index, (name, component) in enumerate(component_of.items()):
+        module, attribute = tensors[name]
         parametrize.register_parametrization(
-            layers[name], "weight", SoftThreshold(bank, group_of[name], component, index), unsafe=True
+            module, attribute, SoftThreshold(bank, group_of[name], component, index), unsafe=True
         )
     return model
 
@@ -115,16 +118,20 @@ def auto_init(weights: list[torch.Tensor], sparsity: float = AUTO_INIT_SPARSITY)
     return math.log(q) - math.log1p(-q)
 
 
-def _check_layers(layers: dict[str, nn.Module], component_of: dict[str, str]) -> None:
+def _tensor(entry: tuple[nn.Module, str]) -> torch.Tensor:
+    module, attribute = entry
+    return getattr(module, attribute)
+
+
+def _check_layers(tensors: dict[str, tuple[nn.Module, str]]) -> None:
     seen: dict[int, str] = {}
-    for name in component_of:
-        module = layers[name]
+    for name, (module, attribute) in tensors.items():
         if parametrize.is_parametrized(module):
             raise SparsifyError(
                 f"layer {name!r} already has a parametrization (e.g. weight_norm or spectral_norm); "
                 "remove it or exclude the layer."
             )
-        weight = module.weight
+        weight = getattr(module, attribute)
         if not isinstance(weight, nn.Parameter) or not weight.is_floating_point():
             raise SparsifyError(f"layer {name!r}: its weight is not a floating-point nn.Parameter; exclude the layer.")
         if id(weight) in seen:
@@ -137,25 +144,31 @@ def _check_layers(layers: dict[str, nn.Module], component_of: dict[str, str]) ->
 
 @dataclass(frozen=True)
 class SparseLayer:
-    """One sparsified layer: its module name, the module, and its parametrization."""
+    """One sparsified weight: its name (the module's, or "<module>.<attribute>" for an attention
+    projection: `adapmtl.sparsity.components.prunable_weights`), the module, its parametrization and
+    the attribute it parametrizes ("weight", or e.g. "in_proj_weight")."""
 
     name: str
     module: nn.Module
     parametrization: SoftThreshold
+    attribute: str = "weight"
 
     @property
     def dense_weight(self) -> torch.Tensor:
         """The dense W the optimizer updates (not the thresholded Ŵ)."""
-        return self.module.parametrizations.weight.original
+        return getattr(self.module.parametrizations, self.attribute).original
 
 
 def sparse_layers(model: nn.Module) -> Iterator[SparseLayer]:
-    """Every sparsified layer of `model`, in definition order."""
+    """Every sparsified weight of `model`, in definition order."""
     for name, module in model.named_modules():
-        if parametrize.is_parametrized(module, "weight"):
-            for p in module.parametrizations.weight:
+        if not parametrize.is_parametrized(module):
+            continue
+        for attribute, parametrizations in module.parametrizations.items():
+            for p in parametrizations:
                 if isinstance(p, SoftThreshold):
-                    yield SparseLayer(name, module, p)
+                    label = name if attribute == "weight" else (f"{name}.{attribute}" if name else attribute)
+                    yield SparseLayer(label, module, p, attribute)
 
 
 @torch.no_grad()
