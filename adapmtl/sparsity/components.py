@@ -6,6 +6,7 @@ paper's granularity, learned) as one: the backbone, or one task's head.
 from __future__ import annotations
 
 import fnmatch
+from functools import partial
 from typing import Iterable, Mapping, Sequence, Union
 
 from torch import nn
@@ -50,18 +51,20 @@ def prunable_layers(model: nn.Module, exclude: Iterable[str] = ()) -> dict[str, 
     return _select(model, candidates, exclude)
 
 
-def prunable_weights(model: nn.Module, exclude: Iterable[str] = ()) -> dict[str, tuple[nn.Module, str]]:
+def prunable_weights(model: nn.Module, exclude: Iterable[str] = (), *,
+                     embeddings: bool = False) -> dict[str, tuple[nn.Module, str]]:
     """Every prunable weight tensor as {name: (module, attribute)}, in definition order.
 
     The `weight` of each prunable layer (`prunable_layers`), named by its module, and the
     input projections of every nn.MultiheadAttention (`ATTENTION_TENSORS`), named
-    "<module>.<attribute>", e.g. "encoder.layers.0.self_attn.in_proj_weight". `exclude` as in
-    `prunable_layers`; a module-name prefix covers the attention's tensors too.
+    "<module>.<attribute>", e.g. "encoder.layers.0.self_attn.in_proj_weight"; with
+    `embeddings=True` also the `weight` [num_embeddings, embedding_dim] of every nn.Embedding.
+    `exclude` as in `prunable_layers`; a module-name prefix covers the attention's tensors too.
     Raises ComponentError for an `exclude` pattern that matches no weight, or when nothing is left to prune.
     """
     candidates: dict[str, tuple[nn.Module, str]] = {}
     for name, module in model.named_modules():
-        if isinstance(module, PRUNABLE_TYPES):
+        if isinstance(module, PRUNABLE_TYPES) or (embeddings and isinstance(module, nn.Embedding)):
             candidates[name] = (module, "weight")
         elif isinstance(module, nn.MultiheadAttention):
             for attribute in ATTENTION_TENSORS:
@@ -137,18 +140,20 @@ def assign_components(
     *,
     fallback: str | None = None,
     attention: bool = False,
+    embeddings: bool = False,
 ) -> dict[str, str]:
     """Map every prunable layer's name to its component's name.
 
-    With `attention=True` the names are those of `prunable_weights` (nn.MultiheadAttention's
-    input projections included), else those of `prunable_layers`.
+    With `attention=True` or `embeddings=True` the names are those of
+    `prunable_weights(model, exclude, embeddings=embeddings)` (nn.MultiheadAttention's input
+    projections included), else those of `prunable_layers`.
 
     `components=None` infers them (see `infer_components`); when that is not
     possible and `fallback` is given, every layer goes to one component of that
     name. Layers matched by no component, or by two, are an error that names them.
     Raises ComponentError naming the layers in no component or in two, and patterns that match nothing.
     """
-    candidates = prunable_weights if attention else prunable_layers
+    candidates = partial(prunable_weights, embeddings=embeddings) if attention or embeddings else prunable_layers
     layers = candidates(model, exclude)
     if components is None:
         try:

@@ -118,20 +118,22 @@ class SparsityReport:
 
 
 def sparsity_report(
-    model: nn.Module, components: ComponentSpec | None = None, exclude: Iterable[str] = ()
+    model: nn.Module, components: ComponentSpec | None = None, exclude: Iterable[str] = (), *,
+    embeddings: bool = False,
 ) -> SparsityReport:
     """Measure the sparsity of `model`'s prunable weights (`prunable_weights`: Conv, Linear and attention
     projections); every other parameter is listed in the report's `dense_params`.
 
     On a sparsified model, a weight counts as zero when |W| ≤ min(τ of its group, the
-    layer's guard cap) (exactly the zeros of Ŵ); `components`/`exclude` are then ignored. On any other model
+    layer's guard cap) (exactly the zeros of Ŵ); `components`/`exclude`/`embeddings` are then ignored. On any other model
     (finalized, or pruned by masks), exact zeros are counted and components are
-    inferred as in `sparsify`, or given here. Cheap enough for every training step:
+    inferred as in `sparsify`, or given here; `embeddings=True` counts nn.Embedding weights as
+    prunable, as `sparsify(..., embeddings=True)` does (else they are listed as left dense). Cheap enough for every training step:
     one reduction per layer and a single host transfer for all of them.
     """
     bank = find_bank(model)
     if bank is None:
-        return _report_plain(model, components, exclude)
+        return _report_plain(model, components, exclude, embeddings)
     layers = list(sparse_layers(model))
     with torch.no_grad():
         taus = bank.thresholds()
@@ -165,9 +167,11 @@ def dense_parameters(model: nn.Module, counted: list[torch.Tensor]) -> dict[str,
     return {name: p.numel() for name, p in model.named_parameters() if id(p) not in ids}
 
 
-def _report_plain(model: nn.Module, components: ComponentSpec | None, exclude: Iterable[str]) -> SparsityReport:
-    component_of = assign_components(model, components, exclude, fallback="model", attention=True)
-    tensors = prunable_weights(model, exclude)
+def _report_plain(model: nn.Module, components: ComponentSpec | None, exclude: Iterable[str],
+                  embeddings: bool) -> SparsityReport:
+    component_of = assign_components(model, components, exclude, fallback="model", attention=True,
+                                     embeddings=embeddings)
+    tensors = prunable_weights(model, exclude, embeddings=embeddings)
     weights = {name: (c, getattr(*tensors[name])) for name, c in component_of.items()}
     return report_exact_zeros(weights, dense_parameters(model, [w for _, w in weights.values()]))
 

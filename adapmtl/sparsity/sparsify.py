@@ -29,12 +29,13 @@ def sparsify(
     granularity: str = "component",
     exclude: Iterable[str] = (),
     min_density: float = DEFAULT_MIN_DENSITY,
+    embeddings: bool = False,
 ) -> nn.Module:
     """Make every prunable weight of `model` soft-threshold sparse, in place; returns `model`.
 
     Each prunable weight W (of Conv*, ConvTranspose*, Linear, and nn.MultiheadAttention's
-    input projections `in_proj_weight` or `q/k/v_proj_weight`; never biases, norm layers or
-    embeddings) is used in the forward pass as sign(W)·relu(|W| − sigmoid(s)), while the
+    input projections `in_proj_weight` or `q/k/v_proj_weight`, and nn.Embedding with
+    `embeddings=True`; never biases or norm layers) is used in the forward pass as sign(W)·relu(|W| − sigmoid(s)), while the
     optimizer keeps updating the dense W (its state_dict key becomes
     `<layer>.parametrizations.<weight>.original`). Attention reads its projections through the
     parametrization in every mode, PyTorch's fused eval fast path included.
@@ -57,10 +58,12 @@ def sparsify(
         min_density: the collapse guard (`adapmtl.sparsity.guard`): every layer keeps at least
             max(1, ⌈min_density · n⌉) of its n weights, its largest; 0 allows a layer to
             become all zero.
+        embeddings: also prune every nn.Embedding's weight (off by default: a row's zeros change
+            that token's vector outright; `sparsity_report` lists embeddings as left dense otherwise).
 
     Raises:
-        SparsifyError: the model is already sparsified, or `init`/`granularity`/`min_density`
-            is invalid.
+        SparsifyError: the model is already sparsified, `init`/`granularity`/`min_density`/`embeddings`
+            is invalid, or (with embeddings=True) an nn.Embedding has max_norm or sparse=True.
         ComponentError: layers cannot be assigned to exactly one component.
     """
     if granularity not in GRANULARITIES:
@@ -68,12 +71,15 @@ def sparsify(
     if init != "auto" and (not isinstance(init, (int, float)) or not math.isfinite(init)):
         raise SparsifyError(f"init must be a finite number (the initial threshold score) or 'auto', got {init!r}")
     min_density = check_min_density(min_density)
+    if not isinstance(embeddings, bool):
+        raise SparsifyError(f"embeddings must be True or False (prune nn.Embedding weights), got {embeddings!r}")
     if find_bank(model) is not None:
         raise SparsifyError(f"this {type(model).__name__} is already sparsified; call adapmtl.finalize(model) first.")
 
     fallback = None if granularity == "component" else "model"
-    component_of = assign_components(model, components, exclude, fallback=fallback, attention=True)
-    tensors = prunable_weights(model, exclude)
+    component_of = assign_components(model, components, exclude, fallback=fallback, attention=True,
+                                     embeddings=embeddings)
+    tensors = prunable_weights(model, exclude, embeddings=embeddings)
     _check_layers(tensors)
 
     if granularity == "component":
@@ -130,6 +136,11 @@ def _check_layers(tensors: dict[str, tuple[nn.Module, str]]) -> None:
             raise SparsifyError(
                 f"layer {name!r} already has a parametrization (e.g. weight_norm or spectral_norm); "
                 "remove it or exclude the layer."
+            )
+        if isinstance(module, nn.Embedding) and (module.max_norm is not None or module.sparse):
+            raise SparsifyError(
+                f"embedding {name!r} has max_norm={module.max_norm} and sparse={module.sparse}: both rewrite or "
+                "bypass the weight a threshold reads; exclude the embedding or build it with neither."
             )
         weight = getattr(module, attribute)
         if not isinstance(weight, nn.Parameter) or not weight.is_floating_point():
