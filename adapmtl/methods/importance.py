@@ -11,7 +11,8 @@ from adapmtl.methods.masks import MaskSet
 def loss_gradients(
     model: nn.Module, maskset: MaskSet, context: MethodContext, start: int, batches: int, per_task: bool
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """Gradients of the training loss w.r.t. every prunable weight, summed over the
+    """Gradients of the training loss w.r.t. every tensor `maskset` masks (Conv/Linear weights
+    and nn.MultiheadAttention input projections, keyed by their MaskSet names), summed over the
     batches of steps start+1 … start+`batches` and averaged over data-parallel ranks.
 
     `per_task=False`: one entry "all" for the summed task losses; `per_task=True`: one

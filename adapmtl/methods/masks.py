@@ -1,18 +1,22 @@
 """Binary masks over a model's prunable weights, shared by the mask-based methods.
 
-A `MaskSet` holds one boolean mask per prunable layer (`adapmtl.sparsity.prunable_layers`),
-each layer's component (backbone, one per head), and:
+A `MaskSet` holds one boolean mask per prunable weight tensor, exactly those the
+soft-threshold core prunes (`adapmtl.sparsity.prunable_weights`: every Conv/Linear `weight`,
+keyed by its module's name as before, and nn.MultiheadAttention's input projections, keyed
+"<module>.in_proj_weight" or "<module>.q_proj_weight" etc.), each tensor's component
+(backbone, one per head), and:
 
 - `apply()`: zero the pruned weights (after every optimizer step);
 - a gradient hook per weight that zeroes the pruned entries' gradients, so Adam's
   moments never move them (switched off with `raw_gradients()` to score pruned weights);
 - `keep_top(scores, keep)`: keep exactly `keep` weights with the highest scores over the
-  whole model, ties broken by position (layer order, then element index), so a target
+  whole model, ties broken by position (tensor order, then element index), so a target
   sparsity is met to the weight and the same scores always give the same mask; with the
   collapse guard (`min_density`, as for the soft thresholds: `adapmtl.sparsity.guard`),
-  every layer first keeps its max(1, ⌈min_density · n⌉) best-scored weights, and
-  `guarded` names the layers where that changed the choice;
-- `state_dict()` / `load_state_dict()` for exact resumes.
+  every tensor first keeps its max(1, ⌈min_density · n⌉) best-scored weights, and
+  `guarded` names the tensors where that changed the choice;
+- `state_dict()` / `load_state_dict()` for exact resumes, keyed by the tensor names above
+  (a Conv/Linear-only model's names are its layer names, so its older checkpoints load).
 
 `MaskedMethod` is the base of every method that prunes with such masks: it builds the
 masks in `prepare`, applies them after every step, and at `finalize` leaves ordinary
@@ -27,25 +31,29 @@ import torch
 from torch import nn
 
 from adapmtl.methods.base import Method, MethodContext, MethodError
-from adapmtl.sparsity import assign_components, prunable_layers
+from adapmtl.sparsity import assign_components, prunable_weights
 from adapmtl.sparsity.finalize import TARGET_TOLERANCE
 from adapmtl.sparsity.guard import DEFAULT_MIN_DENSITY, keep_count
 
 
 class MaskSet:
-    """One boolean mask per prunable layer of `model` (all True: dense); `min_density` is the
-    collapse guard's share of every layer that `keep_top` never prunes (0: none)."""
+    """One boolean mask per prunable weight tensor of `model` (`prunable_weights`; all True:
+    dense); `min_density` is the collapse guard's share of every tensor that `keep_top` never
+    prunes (0: none).
+
+    Raises ComponentError (from `prunable_weights`) when the model has nothing to prune.
+    """
 
     def __init__(self, model: nn.Module, min_density: float = DEFAULT_MIN_DENSITY) -> None:
         self.min_density = float(min_density)
-        self.guarded: list[str] = []  # layers the guard held at their minimum in the last keep_top
-        self.layers = prunable_layers(model)
-        self.component_of = assign_components(model, None, fallback="model")
-        self.masks = {name: torch.ones_like(m.weight, dtype=torch.bool) for name, m in self.layers.items()}
+        self.guarded: list[str] = []  # tensors the guard held at their minimum in the last keep_top
+        self.tensors = prunable_weights(model)  # {name: (module, attribute)}
+        self.component_of = assign_components(model, None, fallback="model", attention=True)
+        self.masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in self.weights().items()}
         self.numel = sum(m.numel() for m in self.masks.values())
         self._hooks_on = True
-        for name, module in self.layers.items():
-            module.weight.register_hook(self._gradient_hook(name))
+        for name, weight in self.weights().items():
+            weight.register_hook(self._gradient_hook(name))
 
     def _gradient_hook(self, name: str):
         def hook(grad: torch.Tensor) -> torch.Tensor:
@@ -66,8 +74,8 @@ class MaskSet:
         self.masks = {name: m.to(device) for name, m in self.masks.items()}
 
     def weights(self) -> dict[str, torch.Tensor]:
-        """{layer name: its weight tensor}."""
-        return {name: m.weight for name, m in self.layers.items()}
+        """{tensor name: the weight tensor itself, getattr(module, attribute)}."""
+        return {name: getattr(module, attribute) for name, (module, attribute) in self.tensors.items()}
 
     @property
     def zeros(self) -> int:
@@ -86,17 +94,17 @@ class MaskSet:
     @torch.no_grad()
     def apply(self) -> None:
         """Zero the pruned weights in place."""
-        for name, module in self.layers.items():
-            module.weight.mul_(self.masks[name])
+        for name, weight in self.weights().items():
+            weight.mul_(self.masks[name])
 
     @torch.no_grad()
     def keep_top(self, scores: dict[str, torch.Tensor], keep: int, *, among: dict[str, torch.Tensor] | None = None) -> None:
-        """Keep exactly the `keep` weights with the highest `scores` (one tensor per layer).
+        """Keep exactly the `keep` weights with the highest `scores` (one per masked tensor, by name).
 
         With `among` (boolean masks), only those positions compete; the others keep
         their current mask state and `keep` counts only the competitors kept.
-        Ties are broken by position: the earlier layer and element wins. The collapse
-        guard first keeps, in every layer, its best-scored competitors up to
+        Ties are broken by position: the earlier tensor and element wins. The collapse
+        guard first keeps, in every tensor, its best-scored competitors up to
         keep_count(n, min_density) kept weights in all (see the module doc).
 
         Raises MethodError when `keep` exceeds the competitors, or is below what the guard keeps.
@@ -120,8 +128,8 @@ class MaskSet:
         protected = rank < need[layer_of]
         if int(protected.sum()) > keep:
             raise MethodError(f"cannot keep only {keep} weights: the collapse guard keeps {int(protected.sum())} "
-                              f"(every layer at least max(1, ceil({self.min_density:g} x its weights))); lower the "
-                              "target or method.min_density (0 allows layers to collapse)")
+                              f"(every weight tensor at least max(1, ceil({self.min_density:g} x its weights))); lower the "
+                              "target or method.min_density (0 allows tensors to collapse)")
         rest = ~protected
         take = protected | (rest & (torch.cumsum(rest, 0) <= keep - int(protected.sum())))
         plain = torch.bincount(layer_of[:keep], minlength=len(names))  # what the guard-free choice keeps
@@ -154,11 +162,17 @@ class MaskSet:
             raise MethodError(f"the masks give overall sparsity {got:.4%}, not the target {target:.4%}")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        """{tensor name: a copy of its mask} (names as in the module doc)."""
         return {name: m.clone() for name, m in self.masks.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore the masks saved by `state_dict`.
+
+        Raises MethodError when `state` names other tensors than this model's (e.g. a checkpoint
+        from before attention projections were masked, for a model that has them).
+        """
         if set(state) != set(self.masks):
-            raise MethodError(f"mask state for layers {sorted(state)} does not match the model's {sorted(self.masks)}")
+            raise MethodError(f"mask state for tensors {sorted(state)} does not match the model's {sorted(self.masks)}")
         for name, m in state.items():
             self.masks[name] = m.to(device=self.masks[name].device, dtype=torch.bool)
 
@@ -176,7 +190,7 @@ class MaskedMethod(Method):
 
     def bind(self, context: MethodContext) -> None:
         super().bind(context)
-        self.maskset.to(next(iter(self.maskset.layers.values())).weight.device)
+        self.maskset.to(next(iter(self.maskset.weights().values())).device)
 
     def step_at(self, fraction: float) -> int:
         """The step at `fraction` of training (at least 0, at most train.steps)."""
