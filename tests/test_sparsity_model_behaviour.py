@@ -76,3 +76,12 @@ def test_linear_only_model_trains_and_prunes():
         optimizer.step()
     assert loss.item() < first
     assert adapmtl.threshold_parameters(model)[0].grad is not None
+
+
+def test_a_compiled_wrapper_is_refused_with_the_order_that_works():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    with pytest.raises(SparsifyError, match=r"sparsify the model before torch.compile.*adapmtl.sparsify\(model\); "
+                                            r"compiled = torch.compile\(model\)"):
+        adapmtl.sparsify(torch.compile(model), granularity="global")
+    # the original is untouched and sparsifies as usual
+    assert adapmtl.sparsity_report(adapmtl.sparsify(model, granularity="global")).overall == 0.0

@@ -63,9 +63,13 @@ def sparsify(
 
     Raises:
         SparsifyError: the model is already sparsified, `init`/`granularity`/`min_density`/`embeddings`
-            is invalid, or (with embeddings=True) an nn.Embedding has max_norm or sparse=True.
+            is invalid, (with embeddings=True) an nn.Embedding has max_norm or sparse=True, or the
+            model is a `torch.compile` wrapper (sparsify first, then compile: one graph results).
         ComponentError: layers cannot be assigned to exactly one component.
     """
+    if hasattr(model, "_orig_mod"):  # torch.compile's wrapper: its parameters carry an "_orig_mod." prefix
+        raise SparsifyError("sparsify the model before torch.compile, not its compiled wrapper: "
+                            "adapmtl.sparsify(model); compiled = torch.compile(model)")
     if granularity not in GRANULARITIES:
         raise SparsifyError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     if init != "auto" and (not isinstance(init, (int, float)) or not math.isfinite(init)):
