@@ -6,7 +6,8 @@ import torch
 from safetensors.torch import load_file
 
 from adapmtl.cli import main
-from adapmtl.export import (ExportError, encode_dense, encode_sparse, export_run, load_dense, load_run_model,
+from adapmtl.engine import RunDir
+from adapmtl.export import (ExportError, encode_dense, encode_sparse, export_run, load_dense,
                             load_sparse, load_sparse_state, onnx_session)
 from tests.report_helpers import pruned_model, runs  # noqa: F401  (runs: a session fixture)
 
@@ -22,7 +23,7 @@ def image():
 
 
 def test_dense_and_sparse_round_trip_exactly(runs, image, tmp_path):
-    finalized, spec = load_run_model(runs["adapmtl"])
+    finalized, spec = RunDir(runs["adapmtl"]).load_model()
     expected = _outputs(finalized, image)
     dense = export_run(runs["adapmtl"], "dense", tmp_path / "d.safetensors")
     sparse = export_run(runs["adapmtl"], "sparse", tmp_path / "s.safetensors")
@@ -45,7 +46,7 @@ def test_dense_and_sparse_round_trip_exactly(runs, image, tmp_path):
 
 
 def test_half_exports_are_within_fp16_tolerance(runs, image, tmp_path):
-    finalized, _ = load_run_model(runs["adapmtl"])
+    finalized, _ = RunDir(runs["adapmtl"]).load_model()
     expected = _outputs(finalized, image)
     info = export_run(runs["adapmtl"], "sparse", tmp_path / "h.safetensors", half=True)
     dense = export_run(runs["adapmtl"], "dense", tmp_path / "hd.safetensors", half=True)
@@ -72,7 +73,7 @@ def test_size_ratio_at_90_percent():
 def test_onnx_matches_pytorch(runs, tmp_path):
     info = export_run(runs["adapmtl"], "onnx", tmp_path / "m.onnx")
     assert info.max_abs_diff is not None and info.max_abs_diff < 1e-4
-    finalized, _ = load_run_model(runs["adapmtl"])
+    finalized, _ = RunDir(runs["adapmtl"]).load_model()
     image = torch.randn(3, 3, 24, 32, generator=torch.Generator().manual_seed(2))  # another batch size
     session = onnx_session(info.path)
     got = session.run(None, {"image": image.numpy()})

@@ -7,7 +7,7 @@ from torch import nn
 
 import adapmtl
 from adapmtl.cli import main
-from adapmtl.export import load_run_model
+from adapmtl.engine import RunDir
 from adapmtl.inference import CSR, InferenceError, Plan, Shrunk, candidate_paths, compile_sparse, native
 from tests.report_helpers import runs  # noqa: F401  (a session fixture)
 
@@ -119,7 +119,7 @@ def test_compile_cli_times_a_finished_run_and_saves_a_reusable_plan(runs, tmp_pa
     out = capsys.readouterr().out
     assert re.search(r"1 thread, batch 1: dense [\d.]+ ms, compiled [\d.]+ ms: [\d.]+x \(median of 2", out)
     assert out.count(" ms)\n") == 3 and f"wrote {plan_path}" in out
-    model, _ = load_run_model(runs["adapmtl"])
+    model, _ = RunDir(runs["adapmtl"]).load_model()
     plan = Plan.load(plan_path)
     assert plan.input_shape == [1, 3, 32, 48]
     assert plan.layers and all(choice.path in choice.times_ms for choice in plan.layers.values())

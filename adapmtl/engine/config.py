@@ -14,7 +14,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, 
 
 from adapmtl.data import DATASETS
 from adapmtl.errors import AdapMTLError
-from adapmtl.methods import METHODS, MethodError, MethodOptions, method_options
+from adapmtl.methods import METHODS, MethodError, MethodOptions, method_options, option_keys
 from adapmtl.models.registry import BACKBONES
 from adapmtl.tasks import METRIC_SETS
 from adapmtl.weighting import WEIGHTINGS
@@ -164,7 +164,7 @@ def _section_keys(location: tuple, model: type[BaseModel], raw: dict[str, Any]) 
     """The keys allowed in the section at `location` (the method section: the chosen method's)."""
     if location == ("method",):
         name = (raw.get("method") or {}).get("name", MethodOptions.model_fields["name"].default)
-        return list(METHODS[name].options_type.model_fields)
+        return option_keys(name)
     section: Any = model
     for part in location:
         section = section.model_fields[part].annotation

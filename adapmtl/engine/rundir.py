@@ -33,7 +33,7 @@ from adapmtl.engine.checkpoint import config_differences, load_model_state
 from adapmtl.engine.config import Config, ConfigError, validate_config
 from adapmtl.errors import AdapMTLError
 from adapmtl.files import write_atomic
-from adapmtl.methods import METHODS
+from adapmtl.methods import METHODS, option_keys
 from adapmtl.models.spec import ModelSpec
 
 
@@ -202,8 +202,7 @@ def _current_method_section(method: Mapping[str, Any]) -> dict[str, Any]:
     """A saved method section in today's form. Older adapmtl saved every method's options (only
     the run's own method's are kept: the rest were defaults) and the adaptive weighting's options
     as `weighting_begin`/`weighting_window` (moved into `weighting_options`)."""
-    known_elsewhere = {key for cls in METHODS.values() for key in cls.options_type.model_fields}
-    accepted = METHODS[method["name"]].options_type.model_fields
+    known_elsewhere, accepted = set(option_keys()), set(option_keys(method["name"]))
     section = {k: v for k, v in method.items()
                if (k in accepted or k not in known_elsewhere) and k not in LEGACY_WEIGHTING_KEYS}
     legacy = {new: method[old] for old, new in LEGACY_WEIGHTING_KEYS.items() if method.get(old) is not None}

@@ -358,7 +358,8 @@ def finish(run: Run, logger: RunLogger | None = None) -> dict[str, Any]:
     if collapsed:
         message = (f"{len(collapsed)} prunable layer(s) ended all zero, so their outputs no longer depend on their "
                    f"inputs: {', '.join(collapsed)} (method.min_density={run.config.method.min_density:g})")
-        warnings.warn(message, stacklevel=2)
+        if finalized is None:  # sparsity.finalize already warned for the soft-threshold methods
+            warnings.warn(message, stacklevel=2)
         if logger:
             logger.warn(run.step, message)
     controller = getattr(run.method, "controller", None)  # the soft-threshold methods' SparsityController

@@ -24,6 +24,7 @@ from adapmtl.experiments.stats import (
     Check, Interval, check_convergence, check_heads_share, check_noise_floor, check_random_worse, mean_interval,
     noise_floor, paired_differences, setting_label, verdict,
 )
+from adapmtl.files import write_atomic
 from adapmtl.metrics import MetricError, delta_t
 from adapmtl.report.table import comparison_rows, csv_table, format_cell, markdown_table
 from adapmtl.sparsity import sparsify, sparsity_report
@@ -287,13 +288,13 @@ def write_outputs(bench: Bench) -> dict[str, Any]:
     text = report_text(bench, rows, analysis)
     if missing:
         text += f"\nMissing {len(missing)} of {expected} runs: {', '.join(missing)}\n"
-    (out / "bench.md").write_text(text)
-    (out / "bench.csv").write_text(csv_table(rows))
+    write_atomic(out / "bench.md", text.encode())
+    write_atomic(out / "bench.csv", csv_table(rows).encode())
     content = {
         "bench": bench.section.model_dump(), "config": bench.base, "source": bench.source,
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "torch": torch.__version__, "threads": torch.get_num_threads()},
         "missing": missing, "runs": runs, "rows": rows, "analysis": analysis.to_dict(),
     }
-    (out / "bench.json").write_text(json.dumps(content, indent=2))
+    write_atomic(out / "bench.json", json.dumps(content, indent=2).encode())
     return content

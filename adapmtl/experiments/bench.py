@@ -46,7 +46,7 @@ from adapmtl.engine.rundir import RunDir
 from adapmtl.engine.trainer import resume, train
 from adapmtl.experiments.aggregate import BASELINE, analyse, component_numel, write_outputs
 from adapmtl.files import write_atomic
-from adapmtl.methods import METHODS
+from adapmtl.methods import METHODS, option_keys
 
 
 class BenchSection(BaseModel):
@@ -150,7 +150,7 @@ class Bench:
         """The engine config of one run: the shared one with the run's method, target and seed.
         Raises ConfigError if that config is invalid (naming the run)."""
         raw = json.loads(json.dumps(self.base))
-        accepted = METHODS[run.method].options_type.model_fields
+        accepted = option_keys(run.method)
         shared = {k: v for k, v in (raw.get("method") or {}).items() if k in accepted}
         raw["method"] = {**shared, "name": run.method, **({"target": run.target} if run.target else {})}
         raw["seed"] = run.seed
@@ -192,7 +192,7 @@ def load_bench(path: str | Path, overrides: Sequence[str] = ()) -> Bench:
     bench = Bench(raw, section, str(path))
     # A shared option reaches the methods that have it; one that no method has is a typo. (A preset's
     # options for methods left out by an override, e.g. bench.methods=[snip], are simply unused.)
-    known = {key for cls in METHODS.values() for key in cls.options_type.model_fields}
+    known = set(option_keys())
     foreign = sorted(set(raw.get("method") or {}) - known)
     if foreign:
         raise ConfigError(f"{path}: `method` option(s) {foreign} belong to no method")

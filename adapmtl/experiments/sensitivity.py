@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 
 from adapmtl.engine.run_eval import run_evaluator
-from adapmtl.export import load_run_model
+from adapmtl.engine.rundir import RunDir
 from adapmtl.metrics import HIGHER_IS_BETTER
 from adapmtl.report.runs import ReportError
 from adapmtl.report.sensitivity import SensitivityResult
@@ -47,7 +47,7 @@ def sensitivity_sweep(run_dir: str | Path, component: str, fractions: Sequence[f
     if split not in ("val", "test"):
         raise ReportError(f"split must be 'val' or 'test', got {split!r}")
     run_dir = Path(run_dir)
-    model, _ = load_run_model(run_dir)
+    model, _ = RunDir(run_dir).load_model()
     owner = assign_components(model, None)
     if component not in set(owner.values()):
         raise ReportError(f"{run_dir}: no component {component!r}; its components are {sorted(set(owner.values()))}")

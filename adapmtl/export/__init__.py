@@ -17,7 +17,6 @@ from adapmtl.errors import ExportError
 from adapmtl.export.onnx import check_onnx, onnx_session, write_onnx
 from adapmtl.export.sparse import SPARSE_FORMAT, encode_sparse, load_sparse, load_sparse_state, write_sparse
 from adapmtl.engine.rundir import RunDir
-from adapmtl.export.spec import load_run_model
 from adapmtl.models.spec import ModelSpec
 
 FORMATS = ("dense", "sparse", "onnx")
@@ -25,7 +24,7 @@ DEFAULT_NAMES = {"dense": "model_dense.safetensors", "sparse": "model_sparse.saf
 
 __all__ = [
     "DENSE_FORMAT", "SPARSE_FORMAT", "FORMATS", "ExportError", "ExportInfo", "ModelSpec",
-    "check_onnx", "encode_dense", "encode_sparse", "export_run", "load_dense", "load_run_model",
+    "check_onnx", "encode_dense", "encode_sparse", "export_run", "load_dense",
     "load_sparse", "load_sparse_state", "onnx_session", "read_checked", "write_dense", "write_onnx", "write_sparse",
 ]
 
@@ -86,7 +85,7 @@ def export_run(run_dir: str | Path, format: str, out: str | Path | None = None, 
         raise ExportError(f"input size must be two positive integers (H, W), got {tuple(input_size)}")
     if out is not None and Path(out).is_dir():
         raise ExportError(f"--out {out} is a folder; give the file to write, e.g. {Path(out) / DEFAULT_NAMES[format]}")
-    model, spec = load_run_model(run_dir)
+    model, spec = RunDir(run_dir).load_model()
     state = model.state_dict()
     if out is None:
         name = DEFAULT_NAMES[format]

@@ -7,7 +7,8 @@ imports it.
 from __future__ import annotations
 
 from adapmtl.methods.base import Method, MethodContext, MethodError, MethodOptions
-from adapmtl.methods.registry import METHODS, create_method, method_class, method_options, register_method
+from adapmtl.methods.registry import (METHODS, create_method, method_class, method_options, option_keys,
+                                      register_method)
 from adapmtl.methods.adapmtl import AdapMTL, AdapMTLEqualWeights, AdapMTLGlobal, AdapMTLLayer
 from adapmtl.methods.dense import Dense
 from adapmtl.methods.disparse import DiSparseDynamic, DiSparseStatic
@@ -19,6 +20,6 @@ from adapmtl.methods.random import Random
 from adapmtl.methods.snip import SNIP
 
 __all__ = ["METHODS", "Method", "MethodContext", "MethodError", "MethodOptions", "MaskSet", "MaskedMethod",
-           "create_method", "method_class", "method_options", "register_method",
+           "create_method", "method_class", "method_options", "option_keys", "register_method",
            "AdapMTL", "AdapMTLEqualWeights", "AdapMTLGlobal", "AdapMTLLayer", "Dense", "DiSparseDynamic",
            "DiSparseStatic", "GMP", "IMP", "LTH", "Random", "SNIP"]

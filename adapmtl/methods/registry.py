@@ -30,6 +30,14 @@ def method_class(name: str) -> type[Method]:
     return METHODS.get_entry(name)
 
 
+def option_keys(name: str | None = None) -> list[str]:
+    """The option keys of method `name` (its `options_type`'s fields, in order), or, for None,
+    those of every registered method. Raises MethodError for an unknown name."""
+    if name is not None:
+        return list(method_class(name).options_type.model_fields)
+    return list(dict.fromkeys(key for cls in METHODS.values() for key in cls.options_type.model_fields))
+
+
 def method_options(raw: Mapping[str, Any] | MethodOptions) -> MethodOptions:
     """Validate a `method:` config section against the options of the method it names.
 

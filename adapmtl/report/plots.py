@@ -17,6 +17,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
+from adapmtl.engine.rundir import RunDir
 from adapmtl.metrics import MetricError, delta_t
 from adapmtl.report.runs import RunRecord
 
@@ -203,10 +204,9 @@ def layer_sparsity_figure(run: RunRecord) -> Figure | None:
     (in model order), with each component's overall sparsity in the legend."""
     if not run.has_model:
         return None
-    from adapmtl.export import load_run_model  # the model rebuild is only needed here
     from adapmtl.sparsity import sparsity_report
 
-    model, _ = load_run_model(run.path)
+    model, _ = RunDir(run.path).load_model()
     report = sparsity_report(model)
     if report.zeros == 0:
         return None

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from matplotlib.figure import Figure
 
 from adapmtl.engine.rundir import RunDir
+from adapmtl.files import write_atomic
 from adapmtl.report.plots import color_map, save_figure
 from adapmtl.report.runs import ReportError
 
@@ -79,7 +80,7 @@ def write_sensitivity(result: SensitivityResult, out_dir: str | Path) -> list[Pa
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{result.component}.json"
-    path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    write_atomic(path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
     return [path, *save_figure(sensitivity_figure([result]), out_dir / result.component)]
 
 

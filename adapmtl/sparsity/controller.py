@@ -16,9 +16,9 @@ from adapmtl.sparsity.sparsify import refresh_caps, sparse_layers
 POLICIES = ("exact", "freeze")
 SCHEDULES = ("cubic", "linear")
 PRESSURE_GAIN = 0.5
+"""How much the pressure changes per measurement, in units of the scores' mean |∂L/∂s|."""
 MARGIN = 0.1
 """Logits above a threshold within which weights count as at its margin (see `_margins`)."""
-"""How much the pressure changes per measurement, in units of the scores' mean |∂L/∂s|."""
 
 
 class SparsityController:
