@@ -80,7 +80,7 @@ def test_doubly_assigned_layers_are_listed():
 
 
 def test_prefix_matches_whole_name_parts_only():
-    with pytest.raises(ComponentError, match=r"prefix 'back' matches no module.*backbone, heads"):
+    with pytest.raises(ComponentError, match=r"pattern 'back' matches no module.*backbone, heads"):
         adapmtl.sparsify(ConvMultitask(), {"backbone": "back", "heads": "heads"})
 
 
@@ -122,3 +122,49 @@ def test_tied_weights_are_refused():
 def test_api_on_plain_model_needs_sparsify():
     with pytest.raises(SparsifyError, match="needs a model prepared by adapmtl.sparsify"):
         adapmtl.threshold_parameters(LinearMultitask())
+
+
+def test_component_globs_match_like_exclude_globs():
+    model = adapmtl.sparsify(ConvMultitask(), {"backbone": "backbone.*", "heads": ["heads.s*", "heads.depth"]})
+    assert _layer_components(model) == {name: "backbone" if name.startswith("backbone") else "heads"
+                                        for name in CONV_LAYERS}
+    with pytest.raises(ComponentError, match="pattern 'decoder.\\*' matches no module"):
+        adapmtl.sparsify(ConvMultitask(), {"backbone": "backbone", "heads": ["heads", "decoder.*"]})
+
+
+class BareWeights(nn.Module):
+    """A weight used through F.linear (`w` [4, 3]), its bias (1-D), and a Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, 3))
+        self.b = nn.Parameter(torch.zeros(4))
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.out(torch.nn.functional.linear(x, self.w, self.b))
+
+
+def test_a_bare_parameter_named_by_a_pattern_is_pruned_reported_and_finalized():
+    model = BareWeights()
+    before = adapmtl.sparsity_report(model)
+    assert "w" in before.dense_params and set(before.layers) == {"out"}  # not named: left dense, and listed
+    adapmtl.sparsify(model, {"model": ["w", "out"]}, parameters=["w", "out.weight"], init=0.0)  # τ 0.5; out.weight once
+    report = adapmtl.sparsity_report(model)
+    assert set(report.layers) == {"out", "w"} and report.numel == 12 + 8
+    with torch.no_grad():
+        expected = (model.w == 0).sum()  # model.w reads the thresholded Ŵ
+        dense = model.parametrizations.w.original
+        assert int(expected) == int((dense.abs() <= 0.5).sum()) == report.layers["w"].zeros
+    adapmtl.finalize(model)
+    assert type(model.w) is nn.Parameter and int((model.w == 0).sum()) == report.layers["w"].zeros
+    assert set(adapmtl.sparsity_report(model, parameters=["w"]).layers) == {"out", "w"}
+
+
+@pytest.mark.parametrize("patterns, message", [
+    (["b"], r"'b' \(\(4,\), torch.float32\): only floating-point weights of 2 or more dimensions"),
+    (["missing*"], r"match no parameter of BareWeights; its other weights of 2\+ dimensions are: w"),
+])
+def test_bad_parameter_patterns_are_named(patterns, message):
+    with pytest.raises(ComponentError, match=message):
+        adapmtl.sparsify(BareWeights(), granularity="global", parameters=patterns)

@@ -41,7 +41,8 @@ class AdapMTL(Method):
 
     def prepare(self, model: nn.Module) -> None:
         o = self.options
-        sparsity.sparsify(model, init=o.init, granularity=self.granularity or o.granularity, min_density=o.min_density)
+        sparsity.sparsify(model, init=o.init, granularity=self.granularity or o.granularity, min_density=o.min_density,
+                          **self.scope.arguments())
         self.controller = SparsityController(model, o.target, self.steps, reach_at=o.reach_at, schedule=o.schedule,
                                              policy=o.policy, interval=o.interval)
 

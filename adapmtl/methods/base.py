@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from adapmtl.errors import AdapMTLError
-from adapmtl.sparsity import FinalizeReport, SparsityReport
+from adapmtl.sparsity import FinalizeReport, PruneScope, SparsityReport
 
 # Option types shared by several methods: one definition, the same bounds and wording everywhere.
 ReachAt = Annotated[float, Field(gt=0, le=1, description="fraction of train.steps at which the target is reached")]
@@ -75,12 +75,14 @@ class Method(ABC):
     default_weighting: ClassVar[str] = "equal"
     sparse: ClassVar[bool] = True
 
-    def __init__(self, options: MethodOptions, steps: int) -> None:
-        """`options`: this method's validated options; `steps`: the run's optimizer steps (train.steps)."""
+    def __init__(self, options: MethodOptions, steps: int, scope: PruneScope = PruneScope()) -> None:
+        """`options`: this method's validated options; `steps`: the run's optimizer steps (train.steps);
+        `scope`: which weights are prunable and their components (the run's model spec records it)."""
         if not isinstance(options, self.options_type):
             raise MethodError(f"method {self.name!r} takes {self.options_type.__name__}, got {type(options).__name__}")
         self.options = options
         self.steps = steps
+        self.scope = scope
         self.context: MethodContext | None = None
 
     @property

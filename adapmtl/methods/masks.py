@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from adapmtl.methods.base import Method, MethodContext, MethodError
-from adapmtl.sparsity import assign_components, prunable_weights
+from adapmtl.sparsity import PruneScope
 from adapmtl.sparsity.finalize import TARGET_TOLERANCE
 from adapmtl.sparsity.guard import DEFAULT_MIN_DENSITY, keep_count
 
@@ -39,16 +39,18 @@ from adapmtl.sparsity.guard import DEFAULT_MIN_DENSITY, keep_count
 class MaskSet:
     """One boolean mask per prunable weight tensor of `model` (`prunable_weights`; all True:
     dense); `min_density` is the collapse guard's share of every tensor that `keep_top` never
-    prunes (0: none).
+    prunes (0: none); `scope` chooses the weights and components as `sparsify` would.
 
-    Raises ComponentError (from `prunable_weights`) when the model has nothing to prune.
+    Raises ComponentError (from `prunable_weights`) when the model has nothing to prune, or the
+    scope's patterns do not fit the model.
     """
 
-    def __init__(self, model: nn.Module, min_density: float = DEFAULT_MIN_DENSITY) -> None:
+    def __init__(self, model: nn.Module, min_density: float = DEFAULT_MIN_DENSITY,
+                 scope: PruneScope = PruneScope()) -> None:
         self.min_density = float(min_density)
         self.guarded: list[str] = []  # tensors the guard held at their minimum in the last keep_top
-        self.tensors = prunable_weights(model)  # {name: (module, attribute)}
-        self.component_of = assign_components(model, None, fallback="model", attention=True)
+        self.tensors = scope.weights(model)  # {name: (module, attribute)}
+        self.component_of = scope.component_of(model)
         self.masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in self.weights().items()}
         self.numel = sum(m.numel() for m in self.masks.values())
         self._hooks_on = True
@@ -181,7 +183,7 @@ class MaskedMethod(Method):
     """A method that prunes with fixed or scheduled binary masks (see MaskSet)."""
 
     def prepare(self, model: nn.Module) -> None:
-        self.maskset = MaskSet(model, self.options.min_density)
+        self.maskset = MaskSet(model, self.options.min_density, self.scope)
         self.final_step = 0  # the step after which the masks no longer change
 
     @property

@@ -10,6 +10,7 @@ from typing import Any, Mapping, TypeVar
 
 from adapmtl.methods.base import Method, MethodError, MethodOptions
 from adapmtl.registry import Registry
+from adapmtl.sparsity import PruneScope
 
 METHODS: Registry[type[Method]] = Registry("method", MethodError)
 """Every registered method class by its name."""
@@ -56,14 +57,15 @@ def method_options(raw: Mapping[str, Any] | MethodOptions) -> MethodOptions:
     return method_class(name).options_type.model_validate({**raw, "name": name})
 
 
-def create_method(options: Mapping[str, Any] | MethodOptions, steps: int) -> Method:
-    """The method named by `options["name"]`, with its validated options, for a run of `steps` steps.
+def create_method(options: Mapping[str, Any] | MethodOptions, steps: int, scope: PruneScope = PruneScope()) -> Method:
+    """The method named by `options["name"]`, with its validated options, for a run of `steps` steps,
+    pruning the weights `scope` names (default: every Conv/Linear/attention weight, inferred components).
 
     Raises MethodError (unknown name, a section that is not a mapping) or pydantic's
     ValidationError (bad options).
     """
     validated = method_options(options)
-    return METHODS[validated.name](validated, steps)
+    return METHODS[validated.name](validated, steps, scope)
 
 
 __all__ = ["METHODS", "create_method", "method_class", "method_options", "register_method"]

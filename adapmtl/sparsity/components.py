@@ -35,8 +35,13 @@ def _under(name: str, prefix: str) -> bool:
     return prefix == "" or name == prefix or name.startswith(prefix + ".")
 
 
+def _matches(name: str, pattern: str) -> bool:
+    """True when `pattern` is a module-name prefix of `name` (whole parts) or a glob matching it."""
+    return _under(name, pattern) or fnmatch.fnmatchcase(name, pattern)
+
+
 def _excluded(name: str, patterns: Sequence[str]) -> bool:
-    return any(_under(name, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
+    return any(_matches(name, p) for p in patterns)
 
 
 def prunable_layers(model: nn.Module, exclude: Iterable[str] = ()) -> dict[str, nn.Module]:
@@ -52,15 +57,19 @@ def prunable_layers(model: nn.Module, exclude: Iterable[str] = ()) -> dict[str, 
 
 
 def prunable_weights(model: nn.Module, exclude: Iterable[str] = (), *,
-                     embeddings: bool = False) -> dict[str, tuple[nn.Module, str]]:
+                     embeddings: bool = False, parameters: Iterable[str] = ()) -> dict[str, tuple[nn.Module, str]]:
     """Every prunable weight tensor as {name: (module, attribute)}, in definition order.
 
     The `weight` of each prunable layer (`prunable_layers`), named by its module, and the
     input projections of every nn.MultiheadAttention (`ATTENTION_TENSORS`), named
     "<module>.<attribute>", e.g. "encoder.layers.0.self_attn.in_proj_weight"; with
-    `embeddings=True` also the `weight` [num_embeddings, embedding_dim] of every nn.Embedding.
+    `embeddings=True` also the `weight` [num_embeddings, embedding_dim] of every nn.Embedding;
+    and every other floating-point Parameter of 2 or more dimensions whose full name
+    (`model.named_parameters()`) matches one of the `parameters` globs or names, e.g.
+    `["blocks.*.mlp.w12"]` for a weight a module uses through `F.linear`, named by its parameter name.
     `exclude` as in `prunable_layers`; a module-name prefix covers the attention's tensors too.
-    Raises ComponentError for an `exclude` pattern that matches no weight, or when nothing is left to prune.
+    Raises ComponentError for an `exclude` or `parameters` pattern that matches no weight, a
+    `parameters` match that is 1-D or not floating point, or when nothing is left to prune.
     """
     candidates: dict[str, tuple[nn.Module, str]] = {}
     for name, module in model.named_modules():
@@ -70,7 +79,38 @@ def prunable_weights(model: nn.Module, exclude: Iterable[str] = (), *,
             for attribute in ATTENTION_TENSORS:
                 if getattr(module, attribute, None) is not None:
                     candidates[f"{name}.{attribute}" if name else attribute] = (module, attribute)
+    candidates.update(_named_parameters(model, parameters, candidates))
     return _select(model, candidates, exclude)
+
+
+def _named_parameters(model: nn.Module, patterns: Iterable[str],
+                      known: dict[str, tuple[nn.Module, str]]) -> dict[str, tuple[nn.Module, str]]:
+    """{parameter name: (owner module, attribute)} for the Parameters the `patterns` name, less those in `known`."""
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    if not patterns:
+        return {}
+    taken = {id(getattr(module, attribute)) for module, attribute in known.values()}
+    found: dict[str, tuple[nn.Module, str]] = {}
+    unused = set(patterns)
+    for name, parameter in model.named_parameters():
+        hits = [p for p in patterns if name == p or fnmatch.fnmatchcase(name, p)]
+        if not hits:
+            continue
+        unused.difference_update(hits)
+        if id(parameter) in taken:
+            continue  # already prunable (a Linear's weight, say): counted once, under its layer's name
+        if parameter.dim() < 2 or not parameter.is_floating_point():
+            raise ComponentError(f"parameters pattern {hits[0]!r} matches {name!r} ({tuple(parameter.shape)}, "
+                                 f"{parameter.dtype}): only floating-point weights of 2 or more dimensions can be "
+                                 "pruned; biases and norm scales cannot")
+        owner, _, attribute = name.rpartition(".")
+        found[name] = (model.get_submodule(owner), attribute)
+    if unused:
+        eligible = [n for n, p in model.named_parameters() if p.dim() >= 2 and id(p) not in taken]
+        raise ComponentError(f"parameters pattern(s) {', '.join(map(repr, sorted(unused)))} match no parameter of "
+                             f"{type(model).__name__}; its other weights of 2+ dimensions are: "
+                             f"{_name_list(eligible) or 'none'}")
+    return found
 
 
 def _select(model: nn.Module, candidates: dict, exclude: Iterable[str]) -> dict:
@@ -141,19 +181,23 @@ def assign_components(
     fallback: str | None = None,
     attention: bool = False,
     embeddings: bool = False,
+    parameters: Iterable[str] = (),
 ) -> dict[str, str]:
     """Map every prunable layer's name to its component's name.
 
-    With `attention=True` or `embeddings=True` the names are those of
-    `prunable_weights(model, exclude, embeddings=embeddings)` (nn.MultiheadAttention's input
-    projections included), else those of `prunable_layers`.
+    With `attention=True`, `embeddings=True` or `parameters` the names are those of
+    `prunable_weights(model, exclude, embeddings=embeddings, parameters=parameters)`
+    (nn.MultiheadAttention's input projections included), else those of `prunable_layers`.
 
     `components=None` infers them (see `infer_components`); when that is not
     possible and `fallback` is given, every layer goes to one component of that
-    name. Layers matched by no component, or by two, are an error that names them.
+    name. A component's patterns are module-name prefixes ("heads.seg") or globs
+    ("decoder.*.seg_*"), as in `exclude`. Layers matched by no component, or by two, are an error that names them.
     Raises ComponentError naming the layers in no component or in two, and patterns that match nothing.
     """
-    candidates = partial(prunable_weights, embeddings=embeddings) if attention or embeddings else prunable_layers
+    parameters = [parameters] if isinstance(parameters, str) else list(parameters)
+    candidates = (partial(prunable_weights, embeddings=embeddings, parameters=parameters)
+                  if attention or embeddings or parameters else prunable_layers)
     layers = candidates(model, exclude)
     if components is None:
         try:
@@ -166,25 +210,25 @@ def assign_components(
         everything = candidates(model)
         spec = {
             c: p for c, p in spec.items()
-            if any(_under(n, q) for n in layers for q in p) or not any(_under(n, q) for n in everything for q in p)
+            if any(_matches(n, q) for n in layers for q in p) or not any(_matches(n, q) for n in everything for q in p)
         }
     else:
         spec = _normalise(components)
 
-    module_names = [n for n, _ in model.named_modules()]
+    module_names = [n for n, _ in model.named_modules()] + list(layers)
     for component, prefixes in spec.items():
         for prefix in prefixes:
-            if not any(_under(n, prefix) for n in module_names):
+            if not any(_matches(n, prefix) for n in module_names):
                 top = [n for n in module_names if n and "." not in n]
                 raise ComponentError(
-                    f"component {component!r}: prefix {prefix!r} matches no module of "
+                    f"component {component!r}: pattern {prefix!r} matches no module of "
                     f"{type(model).__name__}; its top-level modules are: {_name_list(top)}"
                 )
 
     owners: dict[str, list[str]] = {name: [] for name in layers}
     for component, prefixes in spec.items():
         for name in layers:
-            if any(_under(name, p) for p in prefixes) and component not in owners[name]:
+            if any(_matches(name, p) for p in prefixes) and component not in owners[name]:
                 owners[name].append(component)
 
     unassigned = [n for n, owner in owners.items() if not owner]

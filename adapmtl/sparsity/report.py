@@ -119,7 +119,7 @@ class SparsityReport:
 
 def sparsity_report(
     model: nn.Module, components: ComponentSpec | None = None, exclude: Iterable[str] = (), *,
-    embeddings: bool = False,
+    embeddings: bool = False, parameters: Iterable[str] = (),
 ) -> SparsityReport:
     """Measure the sparsity of `model`'s prunable weights (`prunable_weights`: Conv, Linear and attention
     projections); every other parameter is listed in the report's `dense_params`.
@@ -128,12 +128,14 @@ def sparsity_report(
     layer's guard cap) (exactly the zeros of Ŵ); `components`/`exclude`/`embeddings` are then ignored. On any other model
     (finalized, or pruned by masks), exact zeros are counted and components are
     inferred as in `sparsify`, or given here; `embeddings=True` counts nn.Embedding weights as
-    prunable, as `sparsify(..., embeddings=True)` does (else they are listed as left dense). Cheap enough for every training step:
+    prunable, as `sparsify(..., embeddings=True)` does (else they are listed as left dense), and
+    `parameters` names other Parameters counted as prunable, as in `sparsify`. Pass a run's
+    `PruneScope.arguments()` to measure what that run pruned. Cheap enough for every training step:
     one reduction per layer and a single host transfer for all of them.
     """
     bank = find_bank(model)
     if bank is None:
-        return _report_plain(model, components, exclude, embeddings)
+        return _report_plain(model, components, exclude, embeddings, parameters)
     layers = list(sparse_layers(model))
     with torch.no_grad():
         taus = bank.thresholds()
@@ -168,10 +170,10 @@ def dense_parameters(model: nn.Module, counted: list[torch.Tensor]) -> dict[str,
 
 
 def _report_plain(model: nn.Module, components: ComponentSpec | None, exclude: Iterable[str],
-                  embeddings: bool) -> SparsityReport:
+                  embeddings: bool, parameters: Iterable[str]) -> SparsityReport:
     component_of = assign_components(model, components, exclude, fallback="model", attention=True,
-                                     embeddings=embeddings)
-    tensors = prunable_weights(model, exclude, embeddings=embeddings)
+                                     embeddings=embeddings, parameters=parameters)
+    tensors = prunable_weights(model, exclude, embeddings=embeddings, parameters=parameters)
     weights = {name: (c, getattr(*tensors[name])) for name, c in component_of.items()}
     return report_exact_zeros(weights, dense_parameters(model, [w for _, w in weights.values()]))
 

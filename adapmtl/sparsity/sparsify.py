@@ -30,6 +30,7 @@ def sparsify(
     exclude: Iterable[str] = (),
     min_density: float = DEFAULT_MIN_DENSITY,
     embeddings: bool = False,
+    parameters: Iterable[str] = (),
 ) -> nn.Module:
     """Make every prunable weight of `model` soft-threshold sparse, in place; returns `model`.
 
@@ -60,6 +61,8 @@ def sparsify(
             become all zero.
         embeddings: also prune every nn.Embedding's weight (off by default: a row's zeros change
             that token's vector outright; `sparsity_report` lists embeddings as left dense otherwise).
+        parameters: names or globs of other Parameters (2-D or more) to prune, e.g. a weight a
+            module uses through `F.linear`: `["blocks.*.w_qkv"]` (`prunable_weights`).
 
     Raises:
         SparsifyError: the model is already sparsified, `init`/`granularity`/`min_density`/`embeddings`
@@ -82,8 +85,8 @@ def sparsify(
 
     fallback = None if granularity == "component" else "model"
     component_of = assign_components(model, components, exclude, fallback=fallback, attention=True,
-                                     embeddings=embeddings)
-    tensors = prunable_weights(model, exclude, embeddings=embeddings)
+                                     embeddings=embeddings, parameters=parameters)
+    tensors = prunable_weights(model, exclude, embeddings=embeddings, parameters=parameters)
     _check_layers(tensors)
 
     if granularity == "component":
