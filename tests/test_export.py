@@ -38,8 +38,9 @@ def test_dense_and_sparse_round_trip_exactly(runs, image, tmp_path):
     # the dense file is an ordinary state dict + a JSON spec: create_model rebuilds it, no adapmtl sparsity code
     from adapmtl.models import create_model
 
-    rebuilt = json.loads(dense.path.with_suffix(".json").read_text())
-    plain = create_model(rebuilt.pop("name"), rebuilt.pop("tasks"), **rebuilt)
+    spec = json.loads(dense.path.with_suffix(".json").read_text())  # the recipe of adapmtl/export/dense.py
+    plain = create_model(spec["name"], spec["tasks"], width=spec["width"], head_channels=spec["head_channels"],
+                         dropout=spec["dropout"], upsample=spec["upsample"], aspp_rates=tuple(spec["aspp_rates"]))
     plain.load_state_dict(load_file(str(dense.path)))
     assert torch.equal(_outputs(plain.eval(), image)["normal"], expected["normal"])
     assert sparse.ratio < 0.2 and dense.ratio == 1.0

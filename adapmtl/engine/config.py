@@ -15,6 +15,8 @@ from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, 
 from adapmtl.data import DATASETS
 from adapmtl.errors import AdapMTLError
 from adapmtl.methods import METHODS, MethodError, MethodOptions, method_options, option_keys
+from adapmtl.models.errors import ModelError
+from adapmtl.models.factory import is_factory, load_factory
 from adapmtl.models.registry import BACKBONES
 from adapmtl.tasks import METRIC_SETS
 from adapmtl.weighting import WEIGHTINGS
@@ -67,8 +69,22 @@ class DataConfig(_Section):
         return scale
 
 
+BUILT_IN_KNOBS = ("width", "head_channels", "dropout", "upsample", "aspp_rates")
+"""The `model:` keys that shape the registered models; a factory takes `options` instead."""
+
+
 class ModelConfig(_Section):
-    name: str = Field("deeplab_resnet34", description="a registered model (adapmtl.models.available_models())")
+    name: str = Field("deeplab_resnet34", description="a registered model (adapmtl.models.available_models()) "
+                      "or your own factory 'package.module:function', called as function(tasks={task: channels}, "
+                      "**options) (adapmtl.models.factory)")
+    options: dict[str, Any] = Field(default_factory=dict, description="a factory's keyword options")
+    components: Optional[dict[str, Union[str, list[str]]]] = Field(
+        None, description="{component: module-name prefix or glob, or a list}; null: inferred from the model's "
+        "`backbone` and `heads` (adapmtl.sparsify)")
+    exclude: list[str] = Field(default_factory=list, description="module-name prefixes or globs of weights kept dense")
+    embeddings: bool = Field(False, description="also prune nn.Embedding weights")
+    parameters: list[str] = Field(default_factory=list, description="names or globs of other Parameters (2-D+) "
+                                  "to prune, e.g. a weight used through F.linear")
     width: float = Field(1.0, gt=0)
     head_channels: int = Field(1024, ge=1)
     dropout: float = Field(0.5, ge=0, lt=1)
@@ -136,8 +152,14 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
-        registered = [("data.dataset", DATASETS, self.data.dataset), ("model.name", BACKBONES, self.model.name),
-                      ("method.weighting", WEIGHTINGS, self.method.weighting)]
+        registered = [("data.dataset", DATASETS, self.data.dataset), ("method.weighting", WEIGHTINGS, self.method.weighting)]
+        if is_factory(self.model.name):
+            _check_factory(self.model)
+        else:
+            registered.append(("model.name", BACKBONES, self.model.name))
+            if self.model.options:
+                raise ValueError(f"`model.options` is for a factory model ('package.module:function'); the "
+                                 f"registered model {self.model.name!r} takes {', '.join(BUILT_IN_KNOBS)}")
         for key, registry, name in registered:
             try:
                 if name is not None:
@@ -158,6 +180,19 @@ class Config(_Section):
                 f"data.batch_size ({self.data.batch_size}) must be a multiple of train.accumulate ({self.train.accumulate})"
             )
         return self
+
+
+def _check_factory(model: ModelConfig) -> None:
+    """A factory must be importable now (not after the first write) and take none of the built-in knobs."""
+    try:
+        load_factory(model.name)
+    except ModelError as error:
+        raise ValueError(f"`model.name`: {error}") from None
+    # config.yaml records every field, defaults included: only a value other than the default is a mistake
+    knobs = [k for k in BUILT_IN_KNOBS if getattr(model, k) != ModelConfig.model_fields[k].default]
+    if knobs:
+        raise ValueError(f"`model.{knobs[0]}` shapes the registered models; the factory {model.name!r} takes its "
+                         "options in `model.options`, e.g. model.options.width=0.5")
 
 
 def _section_keys(location: tuple, model: type[BaseModel], raw: dict[str, Any]) -> list[str]:

@@ -12,6 +12,7 @@ from tqdm import tqdm
 import torch.distributed as dist
 
 from adapmtl.engine.distributed import Distributed, all_reduce_sum
+from adapmtl.models.outputs import task_outputs
 from adapmtl.tasks import Task
 
 
@@ -45,7 +46,7 @@ def evaluate(
     for batch in tqdm(loader, desc=description, leave=False, disable=not (progress and env.is_main)):
         batch = move(batch, env.device)
         with autocast():
-            outputs = model(batch["image"])
+            outputs = task_outputs(model(batch["image"]), list(tasks))
         size = batch["image"].shape[0]
         for i, (name, task) in enumerate(tasks.items()):
             output = outputs[name].float()

@@ -13,7 +13,8 @@ from adapmtl.engine.data import build_dataset, build_tasks, eval_loader
 from adapmtl.engine.distributed import setup
 from adapmtl.engine.evaluate import evaluate
 from adapmtl.engine.rundir import RunDir, read_state
-from adapmtl.engine.trainer import _autocast, build_model
+from adapmtl.engine.trainer import _autocast
+from adapmtl.models.spec import ModelSpec
 from adapmtl.methods import create_method
 from adapmtl.sparsity import sparsity_report
 
@@ -36,16 +37,17 @@ def evaluate_run(run_dir: str | Path, split: str = "test", which: str = "final")
     if which not in WHICH:
         raise ConfigError(f"which must be one of {WHICH}, got {which!r}")
     config, dataset, run_on_split = run_evaluator(folder.path, split)
-    model = build_model(config, dataset.task_channels)
+    spec = ModelSpec.from_options(config.model, dataset.task_channels)
+    model = spec.build()
     if which == "final":
         folder.require_finished()
         load_model_state(model, read_state(folder.model_file), folder.model_file)
     else:
-        create_method(config.method, config.train.steps).prepare(model)  # same parametrization as in training
+        create_method(config.method, config.train.steps, spec.scope).prepare(model)  # same parametrization as in training
         path = folder.best if which == "best" else folder.last
         load_model_state(model, load_checkpoint(path)["model"], path)
     metrics, losses = run_on_split(model)
-    return {"metrics": metrics, "loss": losses, "sparsity": sparsity_report(model).overall}
+    return {"metrics": metrics, "loss": losses, "sparsity": sparsity_report(model, **spec.scope.arguments()).overall}
 
 
 def run_evaluator(run_dir: str | Path, split: str) -> tuple[Config, Dataset, Callable[[nn.Module], tuple]]:

@@ -33,8 +33,9 @@ from adapmtl.engine.rundir import RunDir, RunDirError, read_state
 from adapmtl.engine.runlock import lock_run_dir, raise_if_busy
 from adapmtl.errors import AdapMTLError
 from adapmtl.methods import Method, MethodContext, create_method
+from adapmtl.models.outputs import task_outputs
 from adapmtl.models.spec import ModelSpec
-from adapmtl.sparsity.budget import threshold_lr_scale
+from adapmtl.sparsity.budget import threshold_lr
 from adapmtl.weighting import TaskWeighting, create_weighting
 
 class NonFiniteLossError(AdapMTLError, RuntimeError):
@@ -120,7 +121,7 @@ def build_run(config: Config, run_dir: Path, env: Distributed) -> Run:
     model = build_model(config, datasets["train"].task_channels)
     if config.train.init_from:
         _load_dense_weights(model, config.train.init_from)
-    method = create_method(config.method, config.train.steps)
+    method = create_method(config.method, config.train.steps, ModelSpec.from_options(config.model, {}).scope)
     method.prepare(model)
     if env.enabled and env.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # BN over the global batch, as on one GPU
@@ -150,11 +151,8 @@ def _param_groups(method: Method, model: nn.Module, t) -> list[dict[str, Any]]:
     groups = method.param_groups(model)
     for group in groups:
         if group.get("role") == "thresholds":
-            scale = t.threshold_lr_scale
-            if scale == "auto":
-                scale = 1.0 if t.threshold_lr is not None else \
-                    threshold_lr_scale(t.lr, t.lr_step, t.lr_gamma, t.steps)
-            group["lr"] = (t.threshold_lr if t.threshold_lr is not None else t.lr) * scale
+            group["lr"] = threshold_lr(t.lr, t.steps, threshold_lr=t.threshold_lr, scale=t.threshold_lr_scale,
+                                       lr_step=t.lr_step, lr_gamma=t.lr_gamma)
             if t.threshold_weight_decay is not None:
                 group["weight_decay"] = t.threshold_weight_decay
     return groups
@@ -169,7 +167,7 @@ def _method_context(config: Config, env: Distributed, tasks: dict, dataset, opti
             yield move(batch, env.device)
 
     def task_losses(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        outputs = model(batch["image"])
+        outputs = task_outputs(model(batch["image"]), list(tasks))
         return {t: task.loss(outputs[t].float(), batch[t]) for t, task in tasks.items()}
 
     def reset_optimizer() -> None:
@@ -255,7 +253,7 @@ def train_step(run: Run, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         sync = nullcontext() if last or not run.env.enabled else run.trained.no_sync()
         with sync:
             with run.autocast():
-                outputs = run.trained(chunk["image"])
+                outputs = task_outputs(run.trained(chunk["image"]), list(run.tasks))
             task_losses = torch.stack([task.loss(outputs[t].float(), chunk[t]) for t, task in run.tasks.items()])
             total = (weight_vector * task_losses).sum() / accumulate
             (run.scaler.scale(total) if run.scaler else total).backward()
@@ -334,7 +332,7 @@ def finish(run: Run, logger: RunLogger | None = None) -> dict[str, Any]:
     sparsity) and "guard" (min_density, the layers it held at their minimum, the layers left all
     zero). A layer left all zero is also a warning (Python, log.jsonl and "warnings").
     """
-    thresholds = sparsity.sparsity_report(run.model).thresholds
+    thresholds = sparsity.sparsity_report(run.model, **run.spec.scope.arguments()).thresholds
     barrier(run.env)  # rank 0 writes best.pt; the others read it
     selected = run.best["step"]
     if selected is not None:
@@ -353,7 +351,7 @@ def finish(run: Run, logger: RunLogger | None = None) -> dict[str, Any]:
         loader = eval_loader(run.config, run.datasets[split], run.env.rank, run.env.world_size)
         results[split], _ = evaluate(run.model, loader, run.tasks, run.env, autocast=run.autocast,
                                      progress=run.config.train.progress, description=split)
-    report = sparsity.sparsity_report(run.model)
+    report = sparsity.sparsity_report(run.model, **run.spec.scope.arguments())
     collapsed = report.collapsed
     if collapsed:
         message = (f"{len(collapsed)} prunable layer(s) ended all zero, so their outputs no longer depend on their "
@@ -486,7 +484,7 @@ def _loop(run: Run, stop_at: int | None, notes: list[str] | None = None) -> dict
                 losses = train_step(run, move(batch, run.env.device))
                 report = run.method.after_step(run.model, run.step)
                 if run.step % t.log_every == 0 or run.step in (1, t.steps):
-                    report = report or sparsity.sparsity_report(run.model)
+                    report = report or sparsity.sparsity_report(run.model, **run.spec.scope.arguments())
                     if logger:
                         logger.log(log_record(run, losses, report))
                     bar.set_postfix(loss=f"{sum(losses.values()):.3f}", sparsity=f"{report.overall:.3f}")

@@ -19,7 +19,7 @@ import torch
 from adapmtl.engine.config import Config
 from adapmtl.engine.data import build_dataset
 from adapmtl.engine.rundir import RunDir
-from adapmtl.engine.trainer import build_model
+from adapmtl.models.spec import ModelSpec
 from adapmtl.experiments.stats import (
     Check, Interval, check_convergence, check_heads_share, check_noise_floor, check_random_worse, mean_interval,
     noise_floor, paired_differences, setting_label, verdict,
@@ -90,7 +90,8 @@ def component_numel(config: Config) -> dict[str, int]:
     head), counted as AdapMTL prunes them: `sparsify`, then `sparsity_report`'s numel.
     Raises DatasetError if the dataset cannot be opened (its task table sizes the heads)."""
     dataset = build_dataset(config, "train")
-    model = sparsify(build_model(config, dataset.task_channels))
+    spec = ModelSpec.from_options(config.model, dataset.task_channels)
+    model = sparsify(spec.build(), **spec.scope.arguments())
     return {name: component.numel for name, component in sparsity_report(model).components.items()}
 
 

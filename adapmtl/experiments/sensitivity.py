@@ -22,7 +22,6 @@ from adapmtl.engine.rundir import RunDir
 from adapmtl.metrics import HIGHER_IS_BETTER
 from adapmtl.report.runs import ReportError
 from adapmtl.report.sensitivity import SensitivityResult
-from adapmtl.sparsity import assign_components, prunable_layers
 
 DEFAULT_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
@@ -47,12 +46,12 @@ def sensitivity_sweep(run_dir: str | Path, component: str, fractions: Sequence[f
     if split not in ("val", "test"):
         raise ReportError(f"split must be 'val' or 'test', got {split!r}")
     run_dir = Path(run_dir)
-    model, _ = RunDir(run_dir).load_model()
-    owner = assign_components(model, None)
+    model, spec = RunDir(run_dir).load_model()
+    owner = spec.scope.component_of(model)  # the weights and components the run pruned
     if component not in set(owner.values()):
         raise ReportError(f"{run_dir}: no component {component!r}; its components are {sorted(set(owner.values()))}")
-    layers = prunable_layers(model)
-    weights = [layers[name].weight for name, c in owner.items() if c == component]
+    tensors = spec.scope.weights(model)
+    weights = [getattr(*tensors[name]) for name, c in owner.items() if c == component]
     original = [w.detach().clone() for w in weights]
     flat = torch.cat([w.reshape(-1) for w in original])
     nonzero = flat.nonzero().squeeze(1)

@@ -7,9 +7,11 @@
 Rebuild without adapmtl's sparsity code:
     spec = json.load(open("model_dense.json"))
     model = create_model(spec["name"], spec["tasks"], width=spec["width"], head_channels=spec["head_channels"],
-                         dropout=spec["dropout"], upsample=spec["upsample"])
+                         dropout=spec["dropout"], upsample=spec["upsample"], aspp_rates=spec["aspp_rates"])
+    # or, for your own factory ("mypkg.nets:build"): model = build(tasks=spec["tasks"], **spec["options"])
     model.load_state_dict(safetensors.torch.load_file("model_dense.safetensors"))
-(`load_dense` does the same and also verifies the checksum.)
+(`load_dense` does the same and also verifies the checksum.) The keys are your model's own: the
+file loads into your unmodified model class.
 """
 from __future__ import annotations
 
@@ -18,11 +20,11 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
+from torch import nn
 
 from adapmtl.container import encode_checked, read_checked
 from adapmtl.files import write_atomic
 from adapmtl.models.spec import ModelSpec
-from adapmtl.models import MultiTaskModel
 
 DENSE_FORMAT = "adapmtl-dense"
 
@@ -46,8 +48,8 @@ def write_dense(state: Mapping[str, torch.Tensor], spec: ModelSpec, path: str | 
     return path
 
 
-def load_dense(path: str | Path) -> MultiTaskModel:
-    """The model of a dense export, rebuilt with `create_model`, weights in fp32, eval mode.
+def load_dense(path: str | Path) -> nn.Module:
+    """The model of a dense export, rebuilt from its spec (a registered model or the factory it names: `ModelSpec.build`), weights in fp32, eval mode.
 
     Raises ExportError if the file is missing, damaged or not a dense export, ModelError if
     its spec is invalid."""

@@ -1,7 +1,10 @@
 """ONNX export of a finalized model, checked against PyTorch with onnxruntime.
 
 `model.onnx` takes `image` [B, 3, H, W] (float32, normalised as in training; B is dynamic)
-and returns one output per task, named after the task, in the model's head order. A sidecar
+and returns the model's outputs, named after them: a forward that returns a dict gives one output
+per key, in its order (a multitask model: one per task, in head order); a tuple or list gives
+the spec's task names when there is one output per task, else output0, output1, ...; a lone
+tensor gives the one task's name, else "output". A sidecar
 `model.onnx.json` records the SHA-256 of the file, the model spec, the input size used for the
 check and the largest absolute difference found; `onnx_session` verifies the checksum.
 """
@@ -13,7 +16,7 @@ import logging
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,8 +27,22 @@ from adapmtl.errors import ExportError
 from adapmtl.models.spec import ModelSpec
 
 
-class _TaskTuple(nn.Module):
-    """The multitask model with its {task: output} dict flattened to a tuple (ONNX outputs are positional)."""
+def output_names(outputs: object, tasks: Sequence[str]) -> list[str]:
+    """The ONNX output names of a forward result (see the module doc). Raises ExportError for a
+    result that is neither a dict nor a tuple or list of tensors nor a tensor."""
+    if isinstance(outputs, Mapping):
+        return [str(key) for key in outputs]
+    if isinstance(outputs, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in outputs):
+        return list(tasks) if len(outputs) == len(tasks) else [f"output{i}" for i in range(len(outputs))]
+    if isinstance(outputs, torch.Tensor):
+        return list(tasks) if len(tasks) == 1 else ["output"]
+    raise ExportError(f"the model returns a {type(outputs).__name__}; ONNX export needs a dict of tensors, a tuple "
+                      "or list of tensors, or a tensor")
+
+
+class _Flat(nn.Module):
+    """The model with its outputs flattened to a tuple (ONNX outputs are positional): a dict's values
+    in key order, a tuple's or list's items, or the one tensor."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -33,7 +50,9 @@ class _TaskTuple(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outputs = self.model(image)
-        return tuple(outputs[task] for task in self.model.heads)
+        if isinstance(outputs, Mapping):
+            return tuple(outputs.values())
+        return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
 
 
 def _sha256(path: Path) -> str:
@@ -65,13 +84,15 @@ def write_onnx(model: nn.Module, spec: ModelSpec, path: str | Path, input_size: 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapped = _TaskTuple(model.eval()).eval()
+    wrapped = _Flat(model.eval()).eval()
     image = torch.randn(batch, 3, *input_size, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        names = output_names(model(image), list(spec.tasks))
     tmp = path.with_name(path.name + ".tmp")
     with warnings.catch_warnings(), _quiet(EXPORTER_LOGGER):
         warnings.simplefilter("ignore")  # the exporter's chatter about optional torchvision ops and deprecations
         try:
-            torch.onnx.export(wrapped, (image,), str(tmp), input_names=["image"], output_names=list(model.heads),
+            torch.onnx.export(wrapped, (image,), str(tmp), input_names=["image"], output_names=names,
                               opset_version=opset, dynamo=True, external_data=False, verbose=False,
                               dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
         except Exception as error:  # the exporter raises many types; say which model and why
@@ -79,7 +100,7 @@ def write_onnx(model: nn.Module, spec: ModelSpec, path: str | Path, input_size: 
     tmp.replace(path)
     max_diff = check_onnx(path, wrapped, image)
     sidecar = {"sha256": _sha256(path), "model": spec.to_dict(), "inputs": {"image": ["batch", 3, *input_size]},
-               "outputs": list(model.heads), "opset": opset, "max_abs_diff": max_diff}
+               "outputs": names, "opset": opset, "max_abs_diff": max_diff}
     write_atomic(path.with_name(path.name + ".json"), (json.dumps(sidecar, indent=2) + "\n").encode())
     return path, max_diff
 

@@ -24,12 +24,12 @@ from typing import Mapping
 
 import numpy as np
 import torch
+from torch import nn
 
 from adapmtl.container import encode_checked, read_checked
 from adapmtl.files import write_atomic
 from adapmtl.errors import ExportError
 from adapmtl.models.spec import ModelSpec
-from adapmtl.models import MultiTaskModel
 
 SPARSE_FORMAT = "adapmtl-sparse"
 MASKS, VALUES = "__sparse__::masks", "__sparse__::values"
@@ -106,8 +106,8 @@ def load_sparse_state(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelS
     return state, spec
 
 
-def load_sparse(path: str | Path) -> MultiTaskModel:
-    """The model stored in a sparse file, rebuilt with `create_model`, in eval mode.
+def load_sparse(path: str | Path) -> nn.Module:
+    """The model stored in a sparse file, rebuilt from its spec (a registered model or the factory it names: `ModelSpec.build`), in eval mode.
 
     Raises ExportError or ModelError as `load_sparse_state` does."""
     state, spec = load_sparse_state(path)

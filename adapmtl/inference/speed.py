@@ -48,10 +48,14 @@ def compare_speed(model: nn.Module, compiled: nn.Module, example_input: torch.Te
 
 
 def slowest_layers(plan: Plan, count: int) -> str:
-    """The `count` layers whose chosen path takes longest, with every path's time: where the time goes."""
-    layers = sorted(plan.layers.items(), key=lambda item: -item[1].times_ms[item[1].path])
-    total = sum(choice.times_ms[choice.path] for choice in plan.layers.values() if choice.times_ms)
-    lines = [f"layers' own time {total:.1f} ms; slowest {min(count, len(layers))}:"]
+    """The `count` layers whose chosen path takes longest, with every path's time: where the time goes.
+    Layers that were not timed (not called as modules on the example input, e.g. the out_proj of
+    nn.MultiheadAttention, which PyTorch calls through its weights; they stay dense) are counted."""
+    layers = sorted(((n, c) for n, c in plan.layers.items() if c.times_ms), key=lambda item: -item[1].times_ms[item[1].path])
+    total = sum(choice.times_ms[choice.path] for _, choice in layers)
+    untimed = len(plan.layers) - len(layers)
+    lines = [f"layers' own time {total:.1f} ms; slowest {min(count, len(layers))}:"
+             + (f" ({untimed} layer(s) not called as modules, not timed, left dense)" if untimed else "")]
     for name, choice in layers[:count]:
         times = ", ".join(f"{path} {ms:.2f}" for path, ms in choice.times_ms.items())
         lines.append(f"  {name:<42} {choice.sparsity:>6.1%} {choice.path:<6} ({times} ms)")

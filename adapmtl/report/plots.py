@@ -206,8 +206,8 @@ def layer_sparsity_figure(run: RunRecord) -> Figure | None:
         return None
     from adapmtl.sparsity import sparsity_report
 
-    model, _ = RunDir(run.path).load_model()
-    report = sparsity_report(model)
+    model, spec = RunDir(run.path).load_model()
+    report = sparsity_report(model, **spec.scope.arguments())
     if report.zeros == 0:
         return None
     layers = list(report.layers.items())
