@@ -11,6 +11,8 @@ the paper's recipe (docs/method.md §2).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 PAPER_LR = 1e-3
 PAPER_LR_STEP = 4000
 PAPER_LR_GAMMA = 0.5
@@ -45,3 +47,60 @@ def threshold_lr_scale(lr: float, lr_step: int, lr_gamma: float, steps: int) -> 
     if steps < 1:
         raise ValueError(f"threshold_lr_scale needs a run of at least one step, got steps={steps}")
     return max(1.0, PAPER_BUDGET / lr_budget(lr, lr_step, lr_gamma, steps))
+
+
+def threshold_lr(
+    lr: float,
+    total_steps: int,
+    *,
+    threshold_lr: float | None = None,
+    scale: float | str = "auto",
+    lr_step: int | None = None,
+    lr_gamma: float = 1.0,
+    lr_lambda: Callable[[int], float] | None = None,
+) -> float:
+    """The threshold scores' learning rate: (`threshold_lr` or `lr`) × k, the engine's rule
+    (`train.threshold_lr`, `train.threshold_lr_scale`; docs/method.md §2, `adapmtl.sparsity.budget`).
+
+    With `scale="auto"`, k = 1 when `threshold_lr` is set by hand, else k = max(1, 7.75 / B_run) with
+    B_run = Σ_{t < total_steps} lr(t) (logits, for a score under Adam): measured from `lr_lambda`
+    (a LambdaLR factor per optimizer step: lr(t) = lr · lr_lambda(t)) when given, else that of StepLR
+    (lr multiplied by `lr_gamma` every `lr_step` optimizer steps; the defaults, lr_step=None and
+    lr_gamma=1, mean a constant lr). k = 1 at the paper's recipe (lr 1e-3, ×0.5 every 4,000 of 20,000
+    steps). A number `scale` is used as k as is.
+
+    Args:
+        lr: the weights' base learning rate (the group the scores would otherwise share).
+        total_steps: optimizer steps of the run (≥ 1).
+        threshold_lr: a hand-set base learning rate for the scores (then k = 1 under "auto").
+        scale: "auto" or k > 0.
+        lr_step, lr_gamma: the StepLR schedule in optimizer steps, when `lr_lambda` is None.
+        lr_lambda: the schedule's factor per optimizer step (e.g. a Hugging Face or LambdaLR schedule).
+
+    Returns:
+        The learning rate in the optimizer's units (float).
+
+    Raises:
+        ValueError: lr ≤ 0, total_steps < 1, a non-positive `scale` or `threshold_lr`, an invalid
+            StepLR (`adapmtl.sparsity.budget.lr_budget`), or a schedule whose Σ lr(t) is not positive.
+    """
+    if not lr > 0 or int(total_steps) < 1:
+        raise ValueError(f"threshold_lr needs lr > 0 and total_steps >= 1, got lr={lr}, total_steps={total_steps}")
+    if threshold_lr is not None and not threshold_lr > 0:
+        raise ValueError(f"threshold_lr must be a positive learning rate, got {threshold_lr!r}")
+    if scale == "auto":
+        if threshold_lr is not None:
+            k = 1.0
+        elif lr_lambda is not None:
+            budget = lr * sum(float(lr_lambda(t)) for t in range(int(total_steps)))
+            if not budget > 0:
+                raise ValueError(f"the LR schedule gives a threshold budget of {budget} over {total_steps} steps; "
+                                 "set threshold_lr_scale by hand")
+            k = max(1.0, PAPER_BUDGET / budget)
+        else:
+            k = threshold_lr_scale(lr, int(lr_step or total_steps), lr_gamma, int(total_steps))
+    elif isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0:
+        k = float(scale)
+    else:
+        raise ValueError(f"threshold_lr_scale must be 'auto' or a positive number, got {scale!r}")
+    return (threshold_lr if threshold_lr is not None else lr) * k
