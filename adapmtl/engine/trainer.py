@@ -72,13 +72,6 @@ class Run:
         return ModelSpec.from_options(self.config.model, self.datasets["train"].task_channels)
 
 
-def build_model(config: Config, task_channels: dict[str, int]) -> nn.Module:
-    """The configured architecture with one head per task (channels from the dataset).
-
-    Raises ModelError for invalid model options (see `create_model`)."""
-    return ModelSpec.from_options(config.model, task_channels).build()
-
-
 def _load_dense_weights(model: nn.Module, path: str) -> None:
     """Load a dense state dict from a run folder (its finalized model), a .safetensors or a .pt file.
 
@@ -118,10 +111,11 @@ def build_run(config: Config, run_dir: Path, env: Distributed) -> Run:
     torch.manual_seed(config.seed)
     datasets = {split: build_dataset(config, split) for split in ("train", "val", "test")}
     tasks = build_tasks(config, datasets["train"])
-    model = build_model(config, datasets["train"].task_channels)
+    spec = ModelSpec.from_options(config.model, datasets["train"].task_channels)
+    model = spec.build()
     if config.train.init_from:
         _load_dense_weights(model, config.train.init_from)
-    method = create_method(config.method, config.train.steps, ModelSpec.from_options(config.model, {}).scope)
+    method = create_method(config.method, config.train.steps, spec.scope)
     method.prepare(model)
     if env.enabled and env.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # BN over the global batch, as on one GPU
