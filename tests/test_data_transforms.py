@@ -74,3 +74,30 @@ def test_draws_are_per_item_reproducible_and_change_with_epoch():
     assert not torch.equal(dataset[1]["image"], first["image"])
     batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=3)))
     assert batch["normal"].shape == (3, 3, 20, 20)
+
+
+def test_paper_convention_pads_the_image_black_and_flips_normals_as_an_image():
+    from adapmtl.data.transforms import black_after
+
+    black = black_after("bgr_mean")  # the original pads the raw image with 0, then subtracts the BGR mean
+    assert torch.allclose(black, torch.tensor([-104.00698793, -116.66876762, -122.67891434]))
+    sample = _coded_sample(height=4, width=6)
+    padded = crop_or_pad(sample, (8, 10), np.random.default_rng(0), image_pad=black)
+    assert torch.equal(padded["image"][:, 0, 0], black) and torch.equal(padded["image"][:, 2:6, 2:8], sample["image"])
+    assert int(padded["segment_semantic"][0, 0]) == 255  # targets keep their own fill values
+    kept = hflip(sample, negate_normal_x=False)["normal"]
+    assert torch.equal(kept, sample["normal"].flip(-1))  # x not negated: the original's flip
+    assert torch.equal(hflip(sample)["normal"][0], -sample["normal"][0].flip(-1))
+
+
+def test_the_engine_pads_black_only_under_the_paper_convention():
+    from adapmtl.engine import load_config
+    from adapmtl.engine.data import build_dataset
+
+    def corner(convention):
+        config = load_config("quickstart", [f"convention={convention}", "data.normalize=bgr_mean",
+                                            "data.scale=[0.5,0.5]", "data.synthetic_train=2"])
+        return build_dataset(config, "train")[0]["image"][:, 0, 0]  # half-size scene: the corner is padding
+
+    assert torch.allclose(corner("paper"), torch.tensor([-104.00698793, -116.66876762, -122.67891434]))
+    assert torch.equal(corner("corrected"), torch.zeros(3))

@@ -132,8 +132,18 @@ class TrainConfig(_Section):
     _device = field_validator("device")(_check_device)
 
 
+Convention = Literal["paper", "corrected"]
+"""How numbers are computed where the original AdapMTL code (and the AdaShare/DiSparse code it builds on)
+differs from the correct computation; docs/conventions.md lists every point side by side."""
+
+
 class Config(_Section):
     name: Optional[str] = Field(None, description="run name; default: from the config file and method")
+    convention: Convention = Field(
+        "corrected", description="paper: compute as the original code does (normals on raw colour vectors, "
+        "losses at the heads' resolution, mIoU over classes with a true positive, weights including the current "
+        "batch, black padding, no normal-x flip), for numbers comparable with the paper's tables; corrected: our "
+        "fixes (docs/conventions.md)")
     seed: int = 0
     out_dir: str = "runs"
     data: DataConfig = DataConfig()

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from adapmtl.data import MultitaskDataset, dataset_class
-from adapmtl.data.transforms import EvalTransform, TrainTransform
+from adapmtl.data.transforms import EvalTransform, TrainTransform, black_after
 from adapmtl.engine.config import Config, ConfigError
 from adapmtl.errors import AdapMTLError
 from adapmtl.tasks import METRIC_SETS, SegmentationTask, Task, get_task
@@ -38,7 +38,10 @@ def build_dataset(config: Config, split: str) -> MultitaskDataset:
     """
     data = config.data
     if split == "train":
-        transform = TrainTransform(data.crop, data.scale, data.flip, data.resize_to) if data.crop else None
+        paper = config.convention == "paper"  # the original pads the raw image black and flips normals as an image
+        transform = TrainTransform(data.crop, data.scale, data.flip, data.resize_to,
+                                   image_pad=black_after(data.normalize) if paper else None,
+                                   negate_normal_x=not paper) if data.crop else None
     else:
         transform = EvalTransform(data.eval_size) if data.eval_size else None
     return dataset_class(data.dataset).from_config(data, split, transform, config.seed)
