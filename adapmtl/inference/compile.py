@@ -5,6 +5,7 @@ import copy
 import json
 import statistics
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +18,7 @@ from adapmtl.files import write_atomic
 from adapmtl.inference.check import InferenceError, ModelCheck
 from adapmtl.inference.fold import fold_batchnorm, layers_reached_otherwise
 from adapmtl.inference.paths import build_path, candidate_paths
+from adapmtl.inference.transformer import REWRITES, unfuse_transformers
 from adapmtl.sparsity.bank import find_bank
 
 PLAN_VERSION = 1
@@ -135,6 +137,22 @@ def _layer_paths_from_plan(working: nn.Module, names: list[str], plan: Plan) -> 
         _set_module(working, name, module)
 
 
+def _unfused(model: nn.Module, check: ModelCheck) -> nn.Module:
+    """`model` with PyTorch's fused transformer blocks rewritten (`adapmtl.inference.transformer`),
+    or `model` itself where it has none, or (with a RuntimeWarning) where the rewritten model does
+    not give `check`'s outputs."""
+    if not any(type(module) in REWRITES for module in model.modules()):
+        return model
+    rewritten, _ = unfuse_transformers(copy.deepcopy(model))
+    try:
+        check.verify(rewritten, "the model with its transformer blocks unfused")
+    except InferenceError as error:
+        warnings.warn(f"{error}; compiling with PyTorch's fused transformer blocks (their layers stay dense)",
+                      RuntimeWarning, stacklevel=3)
+        return model
+    return rewritten
+
+
 @torch.no_grad()
 def compile_sparse(
     model: nn.Module,
@@ -148,8 +166,12 @@ def compile_sparse(
     """A copy of the finalized `model`, in eval mode, that runs every Conv2d/Linear by its fastest path.
 
     Paths (see `adapmtl.inference.paths`): "dense", "shrunk" (all-zero filters and unread
-    input channels removed), "csr" (sparse weight × dense input) and "direct" (native
-    kernel). BatchNorm is folded into the preceding convolutions first, only where the conv
+    input channels removed), "csr" (sparse weight × dense input; for Linear layers the native
+    sparse Linear kernel) and "direct" (native convolution kernel). PyTorch's transformer blocks
+    (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder), whose fused eval
+    path never calls their Linear layers, are first rewritten into equivalent modules that do
+    (`adapmtl.inference.transformer`; the attention's in-projection becomes q_proj, k_proj and
+    v_proj layers, named so in the plan). BatchNorm is folded into the preceding convolutions first, only where the conv
     and the BN are each used once (`adapmtl.inference.fold`; skipped if torch.fx cannot
     trace the model). Each candidate runs on the layer's real input (captured from
     `example_input`, a float tensor such as [batch, 3, H, W]), must match the dense output
@@ -175,6 +197,7 @@ def compile_sparse(
         plan = Plan.load(plan)
     working = copy.deepcopy(model).eval()
     check = ModelCheck(working, example_input, atol)
+    working = _unfused(working, check)
     working, fused = fold_batchnorm(working, check)
     # layers the graph also reads otherwise (a weight passed to a function) stay as they are
     kept = layers_reached_otherwise(working) if isinstance(working, fx.GraphModule) else set()

@@ -6,6 +6,10 @@ Here a conv→BN pair is folded only when the conv module is called exactly once
 goes only to that BN, the BN module is called once, and neither (nor a tensor of theirs,
 nor a module holding them) is reached any other way in the graph. The folded model is then
 checked against the original (`ModelCheck`); if it differs it is not used.
+
+`Unfused` modules (the attention and encoder blocks `adapmtl.inference.transformer` puts in
+place of PyTorch's fused ones) are kept whole by the tracer, as torch.nn modules are, but since
+they reach their children only by calling them, the layers inside count as called.
 """
 from __future__ import annotations
 
@@ -19,26 +23,59 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from adapmtl.inference.check import InferenceError, ModelCheck
 
 PAIRS = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
+CONTAINERS = (nn.ModuleList, nn.ModuleDict, nn.Sequential)
+
+
+class Unfused(nn.Module):
+    """Base of modules whose forward reaches every child module only by calling it (containers
+    of them by iterating): a child layer may then be replaced by any module that computes
+    the same. torch.fx does not trace into them (their forward branches on shapes and masks)."""
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return isinstance(module, Unfused) or super().is_leaf_module(module, qualified_name)
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """torch.fx.symbolic_trace, with `Unfused` modules kept whole. Raises what tracing raises."""
+    tracer = _Tracer()
+    graph = tracer.trace(model)
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+def _called_within(block: nn.Module):
+    """The modules an `Unfused` block calls: its children, and theirs through Unfused blocks and
+    containers (not inside any other module, which may read its children's weights)."""
+    for child in block.children():
+        yield child
+        if isinstance(child, (Unfused, *CONTAINERS)):
+            yield from _called_within(child)
 
 
 def module_uses(traced: fx.GraphModule) -> tuple[Counter[int], Counter[int]]:
     """(calls, uses) per module, keyed by id(module): `calls` counts call_module nodes of the
-    module itself; `uses` counts every node that reaches it: those calls, calls of a module
-    holding it (fx does not trace into torch.nn modules), get_attr of it, of its
-    parameters or buffers, or of a module holding it. The module tree is walked by object,
-    so two attribute names for one module count as one module."""
+    module itself, and calls of an `Unfused` module holding it (see `_called_within`); `uses`
+    counts every node that reaches it: those calls, calls of a module holding it (fx does not
+    trace into torch.nn modules), get_attr of it or of its own parameters or buffers, or get_attr
+    of a module holding it. The module tree is walked by object, so two attribute names for one module
+    count as one module."""
     calls: Counter[int] = Counter()
     uses: Counter[int] = Counter()
     for node in traced.graph.nodes:
         if node.op == "call_module":
             module = traced.get_submodule(node.target)
             calls[id(module)] += 1
+            if isinstance(module, Unfused):
+                for inner in _called_within(module):
+                    calls[id(inner)] += 1
         elif node.op == "get_attr":
             owner, _, attribute = node.target.rpartition(".")
             holder = traced.get_submodule(owner)
             module = getattr(holder, attribute)
-            if not isinstance(module, nn.Module):  # a parameter or buffer: its module is reached
-                module = holder
+            if not isinstance(module, nn.Module):  # a parameter or buffer: its module is reached, not
+                uses[id(holder)] += 1               # the modules inside (a ViT's pos_embed is the root's)
+                continue
         else:
             continue
         for reached in module.modules():
@@ -72,7 +109,7 @@ def fold_batchnorm(model: nn.Module, check: ModelCheck) -> tuple[nn.Module, bool
     folded model does not give `check`'s outputs (a RuntimeWarning says why). `model` is
     not changed: folded convs are new modules."""
     try:
-        traced = fx.symbolic_trace(model)
+        traced = trace(model)
     except Exception:  # a model torch.fx cannot trace still compiles, without folding
         return model, False
     calls, uses = module_uses(traced)

@@ -1,15 +1,16 @@
-"""Build, cache and call the native sparse-convolution kernel (`kernels/sparse_conv2d.c`).
+"""Build, cache and call the native sparse kernels: the convolution (`kernels/sparse_conv2d.c`)
+and the Linear layer on tokens (`kernels/sparse_linear.c`), one shared library each.
 
-The kernel is plain C, compiled once per machine with the system's C compiler
+A kernel is plain C, compiled once per machine with the system's C compiler
 (`$CC`, else cc / gcc / clang) and `-O3 -march=native -fopenmp`, then loaded with ctypes. Why
 not a torch C++ extension: those need ninja and compile PyTorch's headers (a minute on
 two cores); this file builds in about a second and needs nothing but a C compiler.
 
-The shared library is cached under `$ADAPMTL_CACHE_DIR` (default `~/.cache/adapmtl`)
+Each shared library is cached under `$ADAPMTL_CACHE_DIR` (default `~/.cache/adapmtl`)
 in `native/`, named by a hash of the source, the flags, the compiler and this CPU, so
 an edited kernel, another compiler or another machine builds afresh. Without a
-compiler (or with `ADAPMTL_NO_NATIVE=1`) `kernels()` returns None and callers fall
-back to PyTorch; `status()` says why. `ADAPMTL_NATIVE_FLAGS` replaces the compiler
+compiler (or with `ADAPMTL_NO_NATIVE=1`) `kernels(name)` returns None and callers fall
+back to PyTorch; `status(name)` says why. `ADAPMTL_NATIVE_FLAGS` replaces the compiler
 flags (say "-O3 -march=x86-64-v3" to build for other machines than this one).
 """
 from __future__ import annotations
@@ -26,12 +27,20 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("kernels") / "sparse_conv2d.c"
+SOURCES = {name: Path(__file__).with_name("kernels") / f"{name}.c" for name in ("sparse_conv2d", "sparse_linear")}
+SOURCE = SOURCES["sparse_conv2d"]
+_POINTER, _SIZE = ctypes.c_void_p, ctypes.c_int64
+# (argument types, result type) of each library's entry points, besides adapmtl_simd_lanes and adapmtl_openmp
+SIGNATURES = {
+    "sparse_conv2d": {"adapmtl_sparse_conv2d_f32": ([_POINTER] * 7 + [_SIZE] * 2, None)},
+    "sparse_linear": {"adapmtl_sparse_linear_f32": ([_POINTER] * 7 + [_SIZE] * 5, None),
+                      "adapmtl_linear_stride": ([_SIZE], _SIZE)},
+}
 # -fopenmp: the kernel's threads come from the OpenMP runtime PyTorch already loaded (libgomp);
 # the later sets serve compilers without OpenMP (one thread) or without -march=native
 FLAG_SETS = (["-O3", "-march=native", "-fopenmp"], ["-O3", "-march=native"], ["-O3"])
 _lock = threading.Lock()
-_state: dict[str, object] = {}
+_state: dict[str, tuple[ctypes.CDLL | None, str]] = {}  # kernel name: (library, why or why not)
 
 
 def cache_dir() -> Path:
@@ -56,20 +65,21 @@ def _cpu_identity() -> str:
         return platform.processor() + platform.machine()
 
 
-def build(compiler: str, flags: list[str], directory: Path) -> Path:
-    """Compile the kernel with `flags` into `directory` (atomically) and return the library's path.
+def build(compiler: str, flags: list[str], directory: Path, source: Path = SOURCE) -> Path:
+    """Compile the kernel `source` (a C file) with `flags` into `directory` (atomically) and return
+    the library's path, `<source name>-<hash>.so`.
 
     Raises RuntimeError with the compiler's messages if it fails; OSError if the compiler cannot
     be run or `directory` cannot be written."""
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(flags), version, _cpu_identity()]).encode())
-    target = directory / f"sparse_conv2d-{key.hexdigest()[:16]}.so"
+    key = hashlib.sha256("\0".join([source.read_text(), " ".join(flags), version, _cpu_identity()]).encode())
+    target = directory / f"{source.stem}-{key.hexdigest()[:16]}.so"
     if target.exists():
         return target
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory) as scratch:  # same filesystem: the rename is atomic
         built = Path(scratch) / target.name
-        result = subprocess.run([compiler, *flags, "-shared", "-fPIC", "-o", str(built), str(SOURCE)],
+        result = subprocess.run([compiler, *flags, "-shared", "-fPIC", "-o", str(built), str(source)],
                                 capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"{compiler} {' '.join(flags)} failed:\n{result.stderr.strip()}")
@@ -77,21 +87,23 @@ def build(compiler: str, flags: list[str], directory: Path) -> Path:
     return target
 
 
-def _load(path: Path) -> ctypes.CDLL:
+def _load(path: Path, name: str) -> ctypes.CDLL:
     library = ctypes.CDLL(str(path))
-    pointer, size = ctypes.c_void_p, ctypes.c_int64
-    library.adapmtl_sparse_conv2d_f32.argtypes = [pointer] * 7 + [size, size]
-    library.adapmtl_sparse_conv2d_f32.restype = None
+    for function, (arguments, result) in SIGNATURES[name].items():
+        getattr(library, function).argtypes = arguments
+        getattr(library, function).restype = result
     library.adapmtl_simd_lanes.restype = ctypes.c_int
     library.adapmtl_openmp.restype = ctypes.c_int
     return library
 
 
-def kernels() -> ctypes.CDLL | None:
-    """The loaded kernel library, built on first use; None where it cannot be built."""
+def kernels(name: str = "sparse_conv2d") -> ctypes.CDLL | None:
+    """The loaded kernel library `name` (a key of SOURCES), built on first use; None where it
+    cannot be built. Raises KeyError for an unknown name."""
+    source = SOURCES[name]
     with _lock:
-        if "library" in _state:
-            return _state["library"]
+        if name in _state:
+            return _state[name][0]
         library, reason = None, ""
         compiler = find_compiler()
         if os.environ.get("ADAPMTL_NO_NATIVE"):
@@ -103,7 +115,7 @@ def kernels() -> ctypes.CDLL | None:
             custom = os.environ.get("ADAPMTL_NATIVE_FLAGS")
             for flags in [custom.split()] if custom else FLAG_SETS:
                 try:
-                    library = _load(build(compiler, flags, cache_dir()))
+                    library = _load(build(compiler, flags, cache_dir(), source), name)
                     threads = "OpenMP threads" if library.adapmtl_openmp() else "one thread (no OpenMP)"
                     reason = (f"built with {compiler} {' '.join(flags)}, {library.adapmtl_simd_lanes()} SIMD lanes, "
                               f"{threads}")
@@ -112,14 +124,14 @@ def kernels() -> ctypes.CDLL | None:
                     errors.append(str(error))
             else:
                 reason = "the kernel did not build: " + "\n".join(errors)
-        _state.update(library=library, reason=reason)
+        _state[name] = library, reason
         return library
 
 
-def status() -> str:
-    """Why the kernel is or is not available (builds it if not tried yet)."""
-    kernels()
-    return str(_state["reason"])
+def status(name: str = "sparse_conv2d") -> str:
+    """Why the kernel library `name` is or is not available (builds it if not tried yet)."""
+    kernels(name)
+    return _state[name][1]
 
 
 def sparse_conv2d(x: torch.Tensor, out: torch.Tensor, tap_start: torch.Tensor, channels: torch.Tensor,
@@ -134,3 +146,27 @@ def sparse_conv2d(x: torch.Tensor, out: torch.Tensor, tap_start: torch.Tensor, c
     library.adapmtl_sparse_conv2d_f32(x.data_ptr(), out.data_ptr(), tap_start.data_ptr(), channels.data_ptr(),
                                       values.data_ptr(), bias.data_ptr() if bias is not None else None,
                                       geometry.data_ptr(), x.shape[0], torch.get_num_threads())
+
+
+def linear_stride(tokens: int) -> int:
+    """Row length (floats) of the sparse Linear kernel's transposed input: `tokens` rounded up to whole vectors."""
+    library = kernels("sparse_linear")
+    assert library is not None, "linear_stride called without a native kernel"
+    return int(library.adapmtl_linear_stride(tokens))
+
+
+def sparse_linear(x: torch.Tensor, out: torch.Tensor, row_start: torch.Tensor, columns: torch.Tensor,
+                  values: torch.Tensor, bias: torch.Tensor | None, scratch: torch.Tensor, tile_vectors: int) -> None:
+    """Fill `out` [tokens, O] with `x` [tokens, I] times the CSR weight (row_start int64 [O + 1],
+    columns int32, values float32) plus `bias` [O] (float32, contiguous, CPU).
+
+    `scratch`: at least I * linear_stride(tokens) floats, 64-byte aligned. The caller guarantees the
+    shapes agree and every column index is below I (the kernel reads raw memory). Runs on
+    torch.get_num_threads() threads; `tile_vectors` (1..8): vectors of tokens per register tile.
+    """
+    library = kernels("sparse_linear")
+    assert library is not None, "sparse_linear called without a native kernel"
+    library.adapmtl_sparse_linear_f32(x.data_ptr(), out.data_ptr(), row_start.data_ptr(), columns.data_ptr(),
+                                      values.data_ptr(), bias.data_ptr() if bias is not None else None,
+                                      scratch.data_ptr(), x.shape[0], x.shape[1], out.shape[1], tile_vectors,
+                                      torch.get_num_threads())

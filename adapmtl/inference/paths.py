@@ -8,8 +8,9 @@ output (within float tolerance). `candidate_paths(layer)` lists those that apply
 - "shrunk": filters that are entirely zero are not computed (their output is the bias),
   and input channels no filter reads are dropped: unstructured zeros that happen to
   line up become a smaller dense layer.
-- "csr": the weight as a CSR sparse matrix times the input: a 1×1 convolution or a
-  Linear layer directly, a k×k convolution through im2col (unfold).
+- "csr": the weight as a CSR sparse matrix times the input: a 1×1 convolution directly,
+  a k×k convolution through im2col (unfold), both by PyTorch's sparse product; a Linear layer
+  by the native sparse Linear kernel where it built (`csr_linear.py`), else by PyTorch's.
 - "direct": a convolution computed by the native kernel straight from the input, reading
   only what each nonzero's tap covers, padding never (`direct.py`); offered where the kernel built.
 """
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adapmtl.inference.csr_linear import CSRLinear
 from adapmtl.inference.direct import Direct
 from adapmtl.inference.geometry import conv_output_size
 
@@ -77,21 +79,24 @@ class Shrunk(nn.Module):
 
 
 class CSR(nn.Module):
-    """The weight as a CSR matrix [out, in·kh·kw] times the (unfolded) input."""
+    """The weight as a CSR matrix [out, in·kh·kw] times the (unfolded) input; a Linear layer
+    through `CSRLinear` (the native kernel where it built)."""
 
     def __init__(self, layer: Layer) -> None:
         super().__init__()
+        self.conv = isinstance(layer, nn.Conv2d)
+        if not self.conv:
+            self.linear = CSRLinear(layer)
+            return
         weight = layer.weight.detach()
         with warnings.catch_warnings():  # PyTorch flags CSR as beta on every conversion
             warnings.simplefilter("ignore", UserWarning)
             self.csr = weight.reshape(weight.shape[0], -1).to_sparse_csr()
         bias = layer.bias.detach().clone() if layer.bias is not None else None
         self.register_buffer("bias", bias)
-        self.conv = isinstance(layer, nn.Conv2d)
-        if self.conv:
-            self.kernel_size, self.stride = layer.kernel_size, layer.stride
-            self.padding, self.dilation = layer.padding, layer.dilation
-            self.pointwise = layer.kernel_size == (1, 1) and layer.stride == (1, 1) and layer.padding == (0, 0)
+        self.kernel_size, self.stride = layer.kernel_size, layer.stride
+        self.padding, self.dilation = layer.padding, layer.dilation
+        self.pointwise = layer.kernel_size == (1, 1) and layer.stride == (1, 1) and layer.padding == (0, 0)
 
     @staticmethod
     def applies(layer: Layer) -> bool:
@@ -107,17 +112,14 @@ class CSR(nn.Module):
 
     def _apply(self, fn, recurse=True):  # keep the CSR matrix on the module's device and dtype
         super()._apply(fn, recurse)
-        self.csr = fn(self.csr)
+        if self.conv:
+            self.csr = fn(self.csr)
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The original layer's output for `x` ([B, C, H, W] or [..., in_features])."""
         if not self.conv:
-            rows = x.reshape(-1, x.shape[-1])
-            out = (self.csr @ rows.t()).t()
-            if self.bias is not None:
-                out = out + self.bias
-            return out.reshape(*x.shape[:-1], -1)
+            return self.linear(x)
         batch, _, height, width = x.shape
         if self.pointwise:
             columns = x.reshape(batch, x.shape[1], -1)  # [B, C, H·W]

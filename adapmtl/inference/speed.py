@@ -49,8 +49,8 @@ def compare_speed(model: nn.Module, compiled: nn.Module, example_input: torch.Te
 
 def slowest_layers(plan: Plan, count: int) -> str:
     """The `count` layers whose chosen path takes longest, with every path's time: where the time goes.
-    Layers that were not timed (not called as modules on the example input, e.g. the out_proj of
-    nn.MultiheadAttention, which PyTorch calls through its weights; they stay dense) are counted."""
+    Layers that were not timed (not called as modules on the example input, e.g. a Linear whose
+    weight a custom module reads directly, or one no input reaches; they stay dense) are counted."""
     layers = sorted(((n, c) for n, c in plan.layers.items() if c.times_ms), key=lambda item: -item[1].times_ms[item[1].path])
     total = sum(choice.times_ms[choice.path] for _, choice in layers)
     untimed = len(plan.layers) - len(layers)
