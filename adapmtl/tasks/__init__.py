@@ -5,8 +5,11 @@
     tasks = dataset_tasks("nyuv2")           # {"segment_semantic": ..., "normal": ..., "depth_zbuffer": ...}
     loss = tasks["normal"].loss(pred, target)
     acc = tasks["normal"].accumulator()      # update(pred, target) per batch, compute() at the end
+
+Every task takes `convention="corrected"` (default) or `"paper"` (the original code's computation);
+`CONVENTIONS` says what each changes.
 """
-from adapmtl.tasks.base import MetricAccumulator, Task, TaskError
+from adapmtl.tasks.base import CONVENTIONS, DEFAULT_CONVENTION, Convention, MetricAccumulator, Task, TaskError
 from adapmtl.tasks.catalog import (
     DATASET_TASKS,
     FILL_VALUES,
@@ -21,18 +24,23 @@ from adapmtl.tasks.catalog import (
 )
 from adapmtl.tasks.dense import EdgesTask, KeypointsTask
 from adapmtl.tasks.depth import DepthTask
-from adapmtl.tasks.normal import NormalTask
-from adapmtl.tasks.segmentation import IGNORE_INDEX, SegmentationTask, miou
+from adapmtl.tasks.normal import PAPER_NORMAL_VECTORS, NormalTask
+from adapmtl.tasks.segmentation import DEFAULT_MIOU_OVER, IGNORE_INDEX, SegmentationTask, miou
 
 __all__ = [
+    "CONVENTIONS",
     "DATASET_TASKS",
+    "DEFAULT_CONVENTION",
+    "DEFAULT_MIOU_OVER",
     "FILL_VALUES",
     "IGNORE_INDEX",
     "METRIC_SETS",
     "NYUV2_MTAN_CLASSES",
+    "PAPER_NORMAL_VECTORS",
     "SEGMENTATION_CLASSES",
     "TASK_CLASSES",
     "TASK_NAMES",
+    "Convention",
     "DepthTask",
     "EdgesTask",
     "KeypointsTask",

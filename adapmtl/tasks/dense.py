@@ -7,30 +7,33 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from adapmtl.tasks.base import MetricAccumulator, Task, as_float, prepare
+from adapmtl.tasks.base import DEFAULT_CONVENTION, Convention, MetricAccumulator, Task, as_float, prepare, prepare_loss
 
 
 class _L1MapTask(Task):
     """Prediction [B, 1, h, w] against a map [B, 1, H, W] in [0, 1].
 
     loss: mean |pred − target| over all pixels. Metric: the same mean absolute error over
-    every pixel of the set (not a mean of per-batch means).
+    every pixel of the set (not a mean of per-batch means). `convention`: how a prediction at
+    another resolution meets the target (see `adapmtl.tasks.CONVENTIONS`).
     """
 
     out_channels = 1
     fill_value = 0.0  # no keypoint / no edge
 
-    def __init__(self, metrics: Sequence[str] | None = None) -> None:
-        """`metrics` defaults to all supported. Raises TaskError for an empty, repeated or unknown name."""
-        super().__init__(self.supported_metrics if metrics is None else metrics)
+    def __init__(self, metrics: Sequence[str] | None = None, *, convention: Convention = DEFAULT_CONVENTION) -> None:
+        """`metrics` defaults to all supported. Raises TaskError for an empty, repeated or unknown
+        name, or an unknown convention."""
+        super().__init__(self.supported_metrics if metrics is None else metrics, convention=convention)
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
         """Mean |pred − target| (scalar). Raises TaskError if either is not [B, 1, h/H, w/W]."""
-        return F.l1_loss(prepare(self.name, pred, target, 1, 1), target)
+        pred, target = prepare_loss(self.name, pred, target, 1, 1, self.convention)
+        return F.l1_loss(pred, target)
 
     def accumulator(self) -> "L1MapMetrics":
         """A fresh mean-absolute-error accumulator for this task."""
-        return L1MapMetrics(self.name, self.metrics)
+        return L1MapMetrics(self.name, self.metrics, self.convention)
 
 
 class KeypointsTask(_L1MapTask):
@@ -53,7 +56,7 @@ class L1MapMetrics(MetricAccumulator):
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
         """Add one batch. Raises TaskError if `pred` or `target` is not [B, 1, h/H, w/W]."""
-        pred = prepare(self.task, pred, target, 1, 1)
+        pred = prepare(self.task, pred, target, 1, 1, self.convention)
         if target.numel() == 0:
             return
         self._add("abs_sum", (pred.double() - target.double()).abs().sum())

@@ -6,7 +6,17 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from adapmtl.tasks.base import MetricAccumulator, Task, as_float, count, masked_mean, prepare
+from adapmtl.tasks.base import (
+    DEFAULT_CONVENTION,
+    Convention,
+    MetricAccumulator,
+    Task,
+    as_float,
+    count,
+    masked_mean,
+    prepare,
+    prepare_loss,
+)
 
 DELTAS = {"delta_1_25": 1.25, "delta_1_25_2": 1.25**2, "delta_1_25_3": 1.25**3}
 
@@ -18,6 +28,10 @@ class DepthTask(Task):
     Metrics over all valid pixels of the set: `abs_err` (mean |p − g|, metres), `rel_err`
     (mean |p − g| / g), `delta_1_25`, `delta_1_25_2`, `delta_1_25_3` (percent of pixels
     with max(p/g, g/p) < 1.25, 1.25², 1.25³; a prediction ≤ 0 is never within).
+    convention: how a prediction at another resolution meets the target ("corrected":
+    bilinear upsampling for loss and metrics; "paper": loss at the prediction's resolution
+    against the nearest-resized target, metrics on the nearest-upsampled prediction; see
+    `adapmtl.tasks.CONVENTIONS`).
     """
 
     name = "depth_zbuffer"
@@ -25,18 +39,20 @@ class DepthTask(Task):
     out_channels = 1
     fill_value = 0.0  # invalid depth
 
-    def __init__(self, metrics: Sequence[str] = ("abs_err", "rel_err", *DELTAS)) -> None:
-        """Raises TaskError for an empty, repeated or unknown metric name."""
-        super().__init__(metrics)
+    def __init__(
+        self, metrics: Sequence[str] = ("abs_err", "rel_err", *DELTAS), *, convention: Convention = DEFAULT_CONVENTION
+    ) -> None:
+        """Raises TaskError for an empty, repeated or unknown metric name, or an unknown convention."""
+        super().__init__(metrics, convention=convention)
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
         """Masked L1 in metres (scalar). Raises TaskError if either is not [B, 1, h/H, w/W]."""
-        pred = prepare(self.name, pred, target, 1, 1)
+        pred, target = prepare_loss(self.name, pred, target, 1, 1, self.convention)
         return masked_mean((pred - target).abs(), target > 0)
 
     def accumulator(self) -> "DepthMetrics":
         """A fresh depth-metrics accumulator for this task."""
-        return DepthMetrics(self.name, self.metrics)
+        return DepthMetrics(self.name, self.metrics, self.convention)
 
 
 class DepthMetrics(MetricAccumulator):
@@ -45,7 +61,7 @@ class DepthMetrics(MetricAccumulator):
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
         """Add one batch. Raises TaskError if `pred` or `target` is not [B, 1, h/H, w/W]."""
-        pred = prepare(self.task, pred, target, 1, 1)
+        pred = prepare(self.task, pred, target, 1, 1, self.convention)
         valid = target > 0
         p, g = pred[valid].double(), target[valid].double()
         if g.numel() == 0:
