@@ -42,6 +42,9 @@ class DataConfig(_Section):
     missing: Literal["error", "skip"] = "error"
     tasks: Optional[list[str]] = Field(None, description="default: the dataset's tasks")
     metrics: Optional[str] = Field(None, description="metric set (adapmtl.tasks.METRIC_SETS); default: the dataset's")
+    miou_over: Optional[Literal["present", "all", "with_tp"]] = Field(
+        None, description="classes mIoU averages over: present (in targets or predictions), all, or with_tp (with a "
+        "true positive: the original code's); default: the convention's (paper: with_tp, corrected: present)")
     normalize: Literal["imagenet", "bgr_mean", "unit"] = "imagenet"
     crop: Optional[Size] = Field((321, 321), description="train crop (h, w); null: no crop")
     scale: Optional[tuple[PositiveFloat, PositiveFloat]] = Field((0.5, 1.5), description="random scale range; null: none")
@@ -165,6 +168,10 @@ class Config(_Section):
         registered = [("data.dataset", DATASETS, self.data.dataset), ("method.weighting", WEIGHTINGS, self.method.weighting)]
         if is_factory(self.model.name):
             _check_factory(self.model)
+        elif self.model.name not in BACKBONES and "." in self.model.name:
+            raise ValueError(f"`model.name`: {self.model.name!r} is not a registered model "
+                             f"({', '.join(BACKBONES.names())}); your own factory is named 'package.module:function', "
+                             f"e.g. {self.model.name.rsplit('.', 1)[0]}:{self.model.name.rsplit('.', 1)[1]}")
         else:
             registered.append(("model.name", BACKBONES, self.model.name))
             if self.model.options:

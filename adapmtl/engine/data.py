@@ -60,7 +60,9 @@ def build_tasks(config: Config, dataset: MultitaskDataset) -> dict[str, Task]:
     for name in dataset.tasks:
         metrics = METRIC_SETS[metric_set].get(name) or METRIC_SETS["taskonomy"][name]
         classes = dataset.num_classes if name == SegmentationTask.name else None
-        tasks[name] = get_task(name, list(metrics), num_classes=classes)
+        tasks[name] = get_task(name, list(metrics), num_classes=classes, convention=config.convention,
+                               dataset=dataset.metric_set,
+                               miou_over=config.data.miou_over if name == SegmentationTask.name else None)
     return tasks
 
 

@@ -1,0 +1,37 @@
+"""The run config's `convention` reaches every place that computes numbers the original code computes
+differently (docs/conventions.md): the tasks (normals, mIoU, loss resolution) and the data."""
+import json
+
+from adapmtl.cli import main
+from adapmtl.engine import load_config
+from adapmtl.engine.data import build_dataset, build_tasks
+from tests.engine_helpers import TINY
+
+
+def _tasks(*overrides):
+    config = load_config(None, [*TINY, *overrides])
+    return build_tasks(config, build_dataset(config, "train"))
+
+
+def test_the_convention_and_miou_over_reach_the_tasks():
+    paper = _tasks("convention=paper")
+    assert {t.convention for t in paper.values()} == {"paper"}
+    assert paper["segment_semantic"].miou_over == "with_tp"  # the original's mIoU
+    corrected = _tasks()
+    assert {t.convention for t in corrected.values()} == {"corrected"}
+    assert corrected["segment_semantic"].miou_over == "present"
+    assert _tasks("convention=paper", "data.miou_over=all")["segment_semantic"].miou_over == "all"
+
+
+def test_a_paper_convention_run_trains_at_the_heads_resolution_and_differs_from_corrected(tmp_path):
+    results = {}
+    for convention in ("paper", "corrected"):
+        run = tmp_path / convention
+        assert main(["train", "--config", "quickstart", "--run-dir", str(run), *TINY, f"convention={convention}",
+                     "model.upsample=false"]) == 0
+        results[convention] = json.loads((run / "result.json").read_text())
+    for result in results.values():
+        assert abs(result["sparsity"]["overall"] - 0.8) <= 0.0005
+    paper, corrected = results["paper"]["test"], results["corrected"]["test"]
+    assert paper["normal"]["angle_mean"] < corrected["normal"]["angle_mean"]  # raw colour vectors: smaller angles
+    assert paper["depth_zbuffer"] != corrected["depth_zbuffer"]
