@@ -86,3 +86,16 @@ def test_heads_share_counts_each_components_prunable_weights(tmp_path):
     assert numel["backbone"] == sum(m.weight.numel() for m in backbone.modules() if isinstance(m, torch.nn.Conv2d))
     check = check_heads_share(numel, 0.7)
     assert check.status == "fail" and check.value.startswith("14.5 %")
+
+
+def test_the_headline_says_why_a_finished_runs_delta_t_is_undefined():
+    from types import SimpleNamespace
+
+    from adapmtl.experiments.aggregate import Analysis, headline
+
+    bench = SimpleNamespace(section=SimpleNamespace(methods=["adapmtl", "snip"], targets=[0.9]))
+    reason = "metric depth_zbuffer.delta_1_25 is 0 in the baseline: its relative change is undefined"
+    analysis = Analysis({}, {}, None, {}, {}, {}, None, [], "setting not fully checked", {"adapmtl target=0.9": reason})
+    text = headline(bench, analysis)
+    assert "| adapmtl | n/a (ΔT undefined) |" in text and "| snip | missing |" in text
+    assert text.endswith(f"ΔT undefined: {reason}")

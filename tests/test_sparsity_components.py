@@ -168,3 +168,9 @@ def test_a_bare_parameter_named_by_a_pattern_is_pruned_reported_and_finalized():
 def test_bad_parameter_patterns_are_named(patterns, message):
     with pytest.raises(ComponentError, match=message):
         adapmtl.sparsify(BareWeights(), granularity="global", parameters=patterns)
+
+
+def test_a_component_pattern_naming_a_bare_parameter_says_to_list_it_in_parameters():
+    with pytest.raises(ComponentError, match=r"pattern 'w' matches no module.*names the Parameter\(s\) w: prune them "
+                                             r"with parameters=\[...\] \(model.parameters in a run config\)"):
+        adapmtl.sparsify(BareWeights(), {"model": ["w", "out"]})

@@ -143,6 +143,7 @@ def test_mask_baselines_prune_the_same_configured_weights(tmp_path, method):
 @pytest.mark.parametrize("override, message", [
     ("model.name=tests.user_models:nothing", "has no attribute 'nothing'"),
     ("model.name=tests.no_such_module:build", "cannot import 'tests.no_such_module'"),
+    ("model.name=tests.user_models.resnet_heads", "e.g. tests.user_models:resnet_heads"),
     ("model.options.nonsense=1", "raised TypeError"),
     ("model.components={backbone: encoder}", "belong to no component"),
     ("model.parameters=['nothing.*']", "match no parameter"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 import torch
@@ -106,6 +106,7 @@ class Analysis:
     paired per seed, as an interval; "win"/"loss"/"tie" or None)}. convergence: the interval of
     dense at the convergence budget against dense. checks: the sanity checks; label: the verdict
     on the setting ("setting valid: ...", "setting invalid: ...", "setting not fully checked: ...").
+    undefined: {run label: why its ΔT is undefined (e.g. a dense metric of 0)} for finished runs.
     """
 
     numel: dict[str, int]
@@ -117,6 +118,7 @@ class Analysis:
     convergence: Optional[Interval]
     checks: list[Check]
     label: str
+    undefined: dict[str, str] = field(default_factory=dict)
 
     @property
     def valid(self) -> bool:
@@ -133,10 +135,15 @@ class Analysis:
                 "checks": [asdict(c) for c in self.checks], "label": self.label, "valid": self.valid}
 
 
-def _overall_delta(result: dict[str, Any], base: dict[str, Any]) -> Optional[float]:
+def _overall_delta(result: dict[str, Any], base: dict[str, Any], undefined: Optional[dict[str, str]] = None,
+                   label: str = "") -> Optional[float]:
+    """Overall ΔT of `result` against `base` on the test split; None where it is undefined (e.g. a
+    baseline metric of 0), with the reason put in `undefined[label]` (the tables say "n/a" and why)."""
     try:
         return delta_t(result["test"], base["test"]).overall
-    except MetricError:  # e.g. a baseline metric of 0; the tables say "n/a" for it
+    except MetricError as error:
+        if undefined is not None:
+            undefined.setdefault(label, str(error))
         return None
 
 
@@ -160,9 +167,10 @@ def analyse(bench: Bench) -> Analysis:
                     cross[f"dense seed {model_seed} on test {test_seed}"] = d
     floor = noise_floor(cross.values())
     delta: dict[str, dict[int, float]] = {}
+    undefined: dict[str, str] = {}
     for run, result in results.items():
         if run.seed in dense and not (run.method == BASELINE and run.budget == 1):
-            d = _overall_delta(result, dense[run.seed])
+            d = _overall_delta(result, dense[run.seed], undefined, run.label)
             if d is not None:
                 delta.setdefault(run.label, {})[run.seed] = d
     intervals = {label: mean_interval(list(d.values())) for label, d in delta.items()}
@@ -183,7 +191,8 @@ def analyse(bench: Bench) -> Analysis:
               check_noise_floor(floor, len(cross), section.max_noise_floor),
               check_convergence(convergence, floor, section.convergence),
               check_random_worse(intervals.get(f"random target={RANDOM_CHECK_TARGET:g}"), floor, RANDOM_CHECK_TARGET)]
-    return Analysis(numel, cross, floor, delta, intervals, versus, convergence, checks, setting_label(checks))
+    return Analysis(numel, cross, floor, delta, intervals, versus, convergence, checks, setting_label(checks),
+                    undefined)
 
 
 def _cell(row: dict[str, Any], column: str) -> str:
@@ -229,9 +238,14 @@ def headline(bench: Bench, analysis: Analysis) -> str:
         for target in targets:
             interval = analysis.intervals.get(f"{method} target={target}")
             word = None if interval is None else verdict(interval, analysis.noise_floor)
-            row[target] = "missing" if interval is None else interval.text() + (f" {_WORDS[word]}" if word else "")
+            if interval is None:
+                row[target] = "n/a (ΔT undefined)" if f"{method} target={target}" in analysis.undefined else "missing"
+            else:
+                row[target] = interval.text() + (f" {_WORDS[word]}" if word else "")
         pivot.append(row)
-    return markdown_table(pivot, columns=["method", *targets])
+    table = markdown_table(pivot, columns=["method", *targets])
+    reasons = sorted(set(analysis.undefined.values()))
+    return table + ("".join(f"\n\nΔT undefined: {reason}" for reason in reasons) if reasons else "")
 
 
 def versus_table(bench: Bench, analysis: Analysis) -> str:

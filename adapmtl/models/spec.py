@@ -65,10 +65,14 @@ class ModelSpec:
                             dropout=self.dropout, upsample=self.upsample, aspp_rates=self.aspp_rates)
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as a plain dict (what `from_dict` reads), JSON-ready."""
-        return {"name": self.name, "tasks": dict(self.tasks), "width": self.width,
-                "head_channels": self.head_channels, "dropout": self.dropout, "upsample": self.upsample,
-                "aspp_rates": list(self.aspp_rates), "options": dict(self.options), "scope": self.scope.to_dict()}
+        """The spec as a plain dict (what `from_dict` reads), JSON-ready. A factory's spec holds its
+        name, tasks, options and scope only: the registered models' knobs mean nothing to it."""
+        common = {"name": self.name, "tasks": dict(self.tasks), "options": dict(self.options),
+                  "scope": self.scope.to_dict()}
+        if is_factory(self.name):
+            return common
+        return {**common, "width": self.width, "head_channels": self.head_channels, "dropout": self.dropout,
+                "upsample": self.upsample, "aspp_rates": list(self.aspp_rates)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "model spec") -> "ModelSpec":
@@ -78,10 +82,11 @@ class ModelSpec:
 
         Raises ModelError when a key is missing or has the wrong type."""
         try:
-            return cls(name=str(data["name"]), tasks={str(t): int(c) for t, c in data["tasks"].items()},
-                       width=float(data["width"]), head_channels=int(data["head_channels"]),
-                       dropout=float(data["dropout"]), upsample=bool(data["upsample"]),
-                       aspp_rates=tuple(int(r) for r in data.get("aspp_rates", RATES)),
+            knobs = {} if is_factory(str(data["name"])) else {
+                "width": float(data["width"]), "head_channels": int(data["head_channels"]),
+                "dropout": float(data["dropout"]), "upsample": bool(data["upsample"]),
+                "aspp_rates": tuple(int(r) for r in data.get("aspp_rates", RATES))}
+            return cls(name=str(data["name"]), tasks={str(t): int(c) for t, c in data["tasks"].items()}, **knobs,
                        options=dict(data.get("options") or {}),
                        scope=PruneScope.from_dict(data.get("scope"), where))
         except ComponentError as error:

@@ -148,7 +148,8 @@ def infer_components(model: nn.Module) -> dict[str, list[str]]:
         raise ComponentError(
             f"cannot infer the components of {type(model).__name__}: it has no "
             f"{' and no '.join(missing)}. Pass components={{name: module-name prefix}}, e.g. "
-            "{'backbone': 'encoder', 'seg': 'decoders.seg'}, or use granularity='global' or 'layer'."
+            "{'backbone': 'encoder', 'seg': 'decoders.seg'} (model.components in a run config), or use "
+            "granularity='global' or 'layer' (method.name: adapmtl_global or adapmtl_layer)."
         )
     if "backbone" in heads:
         raise ComponentError("a task head is named 'backbone', which clashes with the backbone component; rename the task.")
@@ -215,14 +216,17 @@ def assign_components(
     else:
         spec = _normalise(components)
 
-    module_names = [n for n, _ in model.named_modules()] + list(layers)
+    module_names = list(dict.fromkeys([n for n, _ in model.named_modules()] + list(layers)))
     for component, prefixes in spec.items():
         for prefix in prefixes:
             if not any(_matches(n, prefix) for n in module_names):
                 top = [n for n in module_names if n and "." not in n]
+                bare = [n for n, _ in model.named_parameters() if _matches(n, prefix)]
+                hint = (f"; it names the Parameter(s) {_name_list(bare)}: prune them with parameters=[...] "
+                        "(model.parameters in a run config)" if bare else "")
                 raise ComponentError(
                     f"component {component!r}: pattern {prefix!r} matches no module of "
-                    f"{type(model).__name__}; its top-level modules are: {_name_list(top)}"
+                    f"{type(model).__name__}; its top-level modules are: {_name_list(top)}{hint}"
                 )
 
     owners: dict[str, list[str]] = {name: [] for name in layers}
