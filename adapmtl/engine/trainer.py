@@ -129,7 +129,9 @@ def build_run(config: Config, run_dir: Path, env: Distributed) -> Run:
     controller = getattr(method, "controller", None)  # the soft-threshold methods' SparsityController
     if controller is not None:
         controller.attach(optimizer)  # its pressure on the averaged, accumulated, unscaled gradient, once a step
-    weighting = create_weighting(method.weighting, list(tasks), t.steps, **config.method.weighting_options)
+    weighting = create_weighting(method.weighting, list(tasks), t.steps,
+                                 convention=getattr(config, "convention", "corrected"),
+                                 **config.method.weighting_options)
     autocast, scaler = _autocast(config, env.device)
     train_loader(config, datasets["train"], 0, env.rank, env.world_size)  # checks the batch against the data
     method.bind(_method_context(config, env, tasks, datasets["train"], optimizer, scheduler))
@@ -234,14 +236,28 @@ def _checkpoint_hint(run: Run) -> str:
 def train_step(run: Run, batch: dict[str, torch.Tensor]) -> dict[str, float]:
     """One optimizer step over a global batch (in `accumulate` micro-batches); returns task losses.
 
-    Raises NonFiniteLossError (before the step is applied) if a task's loss is NaN or infinite,
-    and DistributedError if another rank stops answering."""
+    The task losses the weighting sees are the step's: each task's mean over the micro-batches (of
+    every rank) with a valid pixel. When the weighting's step weights come before the step's losses
+    (`uses_current_losses` False: every "corrected" weighting, and "equal"), each micro-batch's
+    weighted loss is backpropagated as soon as it is computed and the losses are recorded after the
+    step. When they include the step's own losses ("paper" adaptive weighting, the original's
+    order), every micro-batch is first forwarded (their graphs kept: accumulation then saves no
+    activation memory), the step's losses are all-reduced and given to `weights_for`, and one
+    backward pass of the weighted sum follows.
+
+    Raises NonFiniteLossError (before the step is applied, and before the weighting records
+    anything) if a task's loss is NaN or infinite, and DistributedError if another rank stops answering."""
     accumulate = run.config.train.accumulate
-    weights = run.weighting.weights()
-    weight_vector = torch.tensor([weights[t] for t in run.tasks], device=run.env.device)
+    current = run.weighting.uses_current_losses
+
+    def weight_vector(weights: dict[str, float]) -> torch.Tensor:
+        return torch.tensor([weights[t] for t in run.tasks], device=run.env.device)
+
+    weights = None if current else weight_vector(run.weighting.weights())
     chunks = [{k: v.chunk(accumulate)[i] for k, v in batch.items()} for i in range(accumulate)]
     loss_sum = torch.zeros(len(run.tasks), device=run.env.device)
     informative = torch.zeros(len(run.tasks), device=run.env.device)
+    pending = []  # under `current`: each micro-batch's task losses, with their graphs, until the weights are known
     for i, chunk in enumerate(chunks):
         last = i == accumulate - 1
         sync = nullcontext() if last or not run.env.enabled else run.trained.no_sync()
@@ -249,8 +265,11 @@ def train_step(run: Run, batch: dict[str, torch.Tensor]) -> dict[str, float]:
             with run.autocast():
                 outputs = task_outputs(run.trained(chunk["image"]), list(run.tasks))
             task_losses = torch.stack([task.loss(outputs[t].float(), chunk[t]) for t, task in run.tasks.items()])
-            total = (weight_vector * task_losses).sum() / accumulate
-            (run.scaler.scale(total) if run.scaler else total).backward()
+            if current:
+                pending.append(task_losses)
+            else:
+                total = (weights * task_losses).sum() / accumulate
+                (run.scaler.scale(total) if run.scaler else total).backward()
         loss_sum += task_losses.detach()
         informative += task_losses.detach() != 0  # a task loss is exactly 0 only without a valid pixel
     # Each task's loss averaged over the micro-batches (of every rank) that had a valid pixel: a batch
@@ -264,6 +283,13 @@ def train_step(run: Run, batch: dict[str, torch.Tensor]) -> dict[str, float]:
             f"({', '.join(f'{t}={v}' for t, v in zip(run.tasks, losses))}); the run stopped before applying this "
             f"step. {_checkpoint_hint(run)} Lower train.lr, or check the data."
         )
+    named = dict(zip(run.tasks, losses))
+    if current:
+        # One backward over every micro-batch's graph: under DDP the last micro-batch's forward ran in sync
+        # mode, so this single backward all-reduces each gradient once, over the whole step.
+        weights = weight_vector(run.weighting.weights_for(named))
+        total = sum((weights * task_losses).sum() for task_losses in pending) / accumulate
+        (run.scaler.scale(total) if run.scaler else total).backward()
     if run.scaler:
         run.scaler.step(run.optimizer)
         run.scaler.update()
@@ -272,8 +298,8 @@ def train_step(run: Run, batch: dict[str, torch.Tensor]) -> dict[str, float]:
     run.optimizer.zero_grad(set_to_none=True)
     run.scheduler.step()
     run.step += 1
-    named = dict(zip(run.tasks, losses))
-    run.weighting.update(named)
+    if not current:
+        run.weighting.update(named)
     return named
 
 

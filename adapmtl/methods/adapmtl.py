@@ -1,6 +1,7 @@
 """`adapmtl`: the paper's method, with the exact-target controller."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import Field
@@ -18,7 +19,10 @@ class ThresholdOptions(MethodOptions):
     init: Union[Literal["auto"], float] = Field(
         "auto", description="initial threshold score s0, common to every group: 'auto' = logit of the 1 % quantile of "
         "all prunable |W| (starts 1 % sparse, within learning reach of the weights' scale); -20 = dense, the original's")
-    policy: Literal["exact", "freeze"] = Field("exact", description="target control: see SparsityController")
+    policy: Literal["exact", "freeze"] = Field(
+        "exact", description="target control: see SparsityController. 'freeze' is the original's gate (thresholds held "
+        "while the sparsity is at or above the target) and finalize then does not trim: the run ends at the sparsity "
+        "the gate left")
     reach_at: ReachAt = 2 / 3
     schedule: Literal["cubic", "linear"] = "cubic"
     interval: Optional[int] = Field(None, ge=1, description="steps between the controller's measurements")
@@ -32,7 +36,10 @@ class AdapMTLOptions(ThresholdOptions):
 class AdapMTL(Method):
     """One learnable soft threshold per component, trained with the weights from
     scratch; adaptive task weighting; the controller brings the overall sparsity to
-    the target by `reach_at` and `finalize` trims it to the target exactly."""
+    the target by `reach_at` and `finalize` trims it to the target exactly (policy "exact",
+    docs/method.md §2). Under policy "freeze" (the original code's rule) finalize removes the
+    reparameterization without trimming, as the original, and the run ends at whatever
+    sparsity the gate left."""
 
     name = "adapmtl"
     options_type = AdapMTLOptions
@@ -61,6 +68,12 @@ class AdapMTL(Method):
         return self.controller.step(step)
 
     def finalize(self, model: nn.Module) -> FinalizeReport:
+        """Remove the soft-threshold reparameterization (`adapmtl.sparsity.finalize`). Policy "exact":
+        trimmed to the target within ±0.0005. Policy "freeze": not trimmed (the original has no final
+        trim); the report's `target` is None, `trimmed` False, `aimed_at` the option's target and
+        `after.overall` the sparsity the run ends at. Raises SparsifyError as `sparsity.finalize`."""
+        if self.options.policy == "freeze":
+            return replace(sparsity.finalize(model), aimed_at=self.options.target)
         return sparsity.finalize(model, target=self.options.target)
 
     def state_dict(self) -> dict[str, Any]:

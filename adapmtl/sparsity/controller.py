@@ -48,9 +48,15 @@ class SparsityController:
       the allocation stays the learned one. The floor is looked up to the step before the
       next measurement. From `reach_at` on, the sparsity is held at `target` within
       `tolerance` at every measurement; `finalize(model, target)` makes it exact.
-    * "freeze": the paper's rule. Once overall sparsity reaches `target`, the
-      thresholds stop moving (their optimizer updates are undone every step) while
-      the weights keep training; the final sparsity may drift from the target.
+    * "freeze": the original code's rule (AdapMTL, ACM MM 2024), a gate re-checked at every
+      measurement (every step by default), not a latch: while the overall sparsity measured
+      after a step is at or above `target`, the thresholds do not move at the next step (with
+      `attach`, their gradient is dropped before the optimizer step, so Adam's moments and weight
+      decay skip them as in the original; without it, or as a backstop, the optimizer's update of
+      the scores is undone); the weights keep training. When the sparsity falls back below the
+      target (the weights grow past a frozen τ), the gate opens and the thresholds learn again.
+      The final sparsity may drift from the target either way; the adapmtl method's finalize
+      does not trim it under this policy (the original has no final trim).
 
     The decisions depend only on the weights and thresholds, which data-parallel
     training keeps identical on every rank, so every rank decides alike.
@@ -102,7 +108,8 @@ class SparsityController:
         self.tolerance = float(tolerance)
         self.interval = int(interval)
         self.slack = float(slack)
-        self.frozen_scores: torch.Tensor | None = None
+        self.frozen_scores: torch.Tensor | None = None  # "freeze": the scores held while the gate is closed
+        self.frozen_steps = 0  # "freeze": optimizer steps at which the thresholds were held
         self.pressure = torch.zeros((), dtype=self.bank.scores.dtype, device=self.bank.scores.device)
         self.gradient_scale = torch.zeros_like(self.pressure)  # running mean of |∂L/∂s|
         self.margins = torch.ones_like(self.bank.scores.detach())  # ∂zeros/∂s per group, relative to their mean
@@ -139,7 +146,16 @@ class SparsityController:
         every backward pass. Needed for gradient accumulation (one backward per micro-batch),
         data-parallel training (the hook would see each rank's own gradient, not the averaged one:
         the ranks' pressures would drift apart) and loss scaling (the hook sees scaled gradients);
-        the engine always attaches. Does nothing for the "freeze" policy."""
+        the engine always attaches. For the "freeze" policy, registers instead a step pre-hook that
+        drops the scores' gradient while the gate is closed (the original drops it: the optimizer
+        then neither moves the scores nor updates their Adam moments or weight decay)."""
+        if self.policy == "freeze":
+            def drop_while_frozen(*_: Any) -> None:
+                if self.frozen_scores is not None:
+                    self.bank.scores.grad = None
+
+            optimizer.register_step_pre_hook(drop_while_frozen)
+            return
         if self._hook is None:
             return
         self._hook.remove()
@@ -176,16 +192,22 @@ class SparsityController:
 
         Returns the SparsityReport when this step measured (steps 1, 1 + interval,
         1 + 2·interval, … and `total_steps`), else None.
+
+        "freeze": if the gate was closed for this step, the scores are put back to what they were
+        when it closed (a no-op when `attach` dropped their gradient); then, at a measurement, the
+        gate closes for the steps up to the next measurement if the overall sparsity is at or above
+        `target`, and opens otherwise.
         """
         if self.policy == "freeze" and self.frozen_scores is not None:
-            self.bank.scores.copy_(self.frozen_scores)  # undo the optimizer's update, every step
+            self.bank.scores.copy_(self.frozen_scores)  # this step's update of the scores, undone
+            self.frozen_steps += 1
         if (step - 1) % self.interval and step < self.total_steps:
             return None
         refresh_caps(self.model)
         report = self._measure(step)
-        if self.policy == "freeze":
-            if self.frozen_scores is None and report.overall >= self.target:
-                self.frozen_scores = self.bank.scores.detach().clone()
+        if self.policy == "freeze":  # a gate, re-checked at every measurement: no latch
+            closed = report.overall >= self.target
+            self.frozen_scores = self.bank.scores.detach().clone() if closed else None
             return report
         self._steer(step, report.overall)
         low, high = self.floor(step + self.interval - 1), self.target  # the floor until the next measurement
@@ -221,7 +243,8 @@ class SparsityController:
         """What the controller did, and how far each score learned on its own (plain numbers):
         measurements, interventions, total_shift (Σ|δ|, logits), net_shift (Σδ), init (s0),
         scores {group: s}, learned {group: s − s0 − net_shift} and collapsed {layer: first step};
-        pressure: the current upward pressure on the scores' gradient."""
+        pressure: the current upward pressure on the scores' gradient; frozen ("freeze": whether
+        the gate is closed now) and frozen_steps (the steps at which it held the thresholds)."""
         scores = dict(zip(self.bank.group_names, self.bank.scores.detach().double().tolist()))
         return {
             "pressure": float(self.pressure),
@@ -233,6 +256,8 @@ class SparsityController:
             "scores": scores,
             "learned": {g: s - self.bank.init - self.net_shift for g, s in scores.items()},
             "collapsed": dict(self.collapsed),
+            "frozen": self.frozen_scores is not None,
+            "frozen_steps": self.frozen_steps,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -240,7 +265,8 @@ class SparsityController:
         return {"frozen_scores": self.frozen_scores, "interventions": self.interventions,
                 "measurements": self.measurements, "total_shift": self.total_shift, "net_shift": self.net_shift,
                 "collapsed": dict(self.collapsed), "pressure": self.pressure.clone(),
-                "gradient_scale": self.gradient_scale.clone(), "margins": self.margins.clone()}
+                "gradient_scale": self.gradient_scale.clone(), "margins": self.margins.clone(),
+                "frozen_steps": self.frozen_steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         frozen = state["frozen_scores"]
@@ -253,3 +279,4 @@ class SparsityController:
         self.pressure.copy_(state["pressure"])
         self.gradient_scale.copy_(state["gradient_scale"])
         self.margins.copy_(state["margins"])
+        self.frozen_steps = int(state.get("frozen_steps", 0))  # absent from checkpoints older than the gate

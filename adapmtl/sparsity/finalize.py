@@ -28,7 +28,11 @@ class FinalizeReport:
     `global_allocation` is {component: sparsity} that one threshold over all weights would give
     at the same overall sparsity (`adapmtl.sparsity.shift.global_allocation`): the learned
     allocation is `after`'s components set against it. `guarded` names the layers the collapse
-    guard held at their minimum density, `collapsed` those left all zero (only with min_density 0)."""
+    guard held at their minimum density, `collapsed` those left all zero (only with min_density 0).
+    `target` is None when finalize did not trim (`trimmed` False): the sparsity is then what the
+    thresholds gave (`after.overall`, the final sparsity), and `aimed_at` is the target the run
+    aimed at but was not trimmed to (the adapmtl method under policy "freeze", as the original
+    code: no final trim), None when it had none."""
 
     target: float | None
     shift: float
@@ -40,10 +44,18 @@ class FinalizeReport:
     global_allocation: dict[str, float] = field(default_factory=dict)
     guarded: list[str] = field(default_factory=list)
     collapsed: list[str] = field(default_factory=list)
+    aimed_at: float | None = None
+
+    @property
+    def trimmed(self) -> bool:
+        """Whether finalize moved the thresholds to reach an exact `target`."""
+        return self.target is not None
 
     def __str__(self) -> str:
         if self.target is None:
-            return f"finalized at {self.after.overall:.4%} overall sparsity (no trim)"
+            aimed = "" if self.aimed_at is None else (
+                f"; the run aimed at {self.aimed_at:.4%} and ends {self.after.overall - self.aimed_at:+.4%} from it")
+            return f"finalized at {self.after.overall:.4%} overall sparsity (no trim{aimed})"
         lines = [
             f"finalized to target {self.target:.4%}: overall {self.before.overall:.4%} -> {self.after.overall:.4%} "
             f"(thresholds shifted by {self.shift:+.4f} in logit space; {self.pruned:,} weights pruned, "

@@ -5,7 +5,7 @@ import math
 from collections import deque
 from typing import Any, Mapping, Sequence
 
-from adapmtl.weighting.base import TaskWeighting, WeightingError, register_weighting
+from adapmtl.weighting.base import CONVENTIONS, TaskWeighting, WeightingError, register_weighting
 
 PAPER_STEPS, PAPER_BEGIN, PAPER_WINDOW = 20_000, 5_000, 500
 
@@ -29,8 +29,21 @@ class AdaptiveWeighting(TaskWeighting):
     From step `begin` on, each task's relative loss change r_t(i) = |L_t(i−1) − L_t(i)| / L_t(i)
     enters a FIFO window of `window` values; once the window is full, w_t = mean(window),
     renormalised so the weights sum to the number of tasks (not the original's fixed 3).
-    Before that every w_t = 1. `begin`/`window` default to the paper's 5000/500 for a
-    20,000-step run, scaled in proportion to `total_steps`.
+    Before that every w_t = 1. L_t(i) is step i's task loss (a plain float; under gradient
+    accumulation or data-parallel training, the step's average over its micro-batches and ranks).
+
+    Two conventions (`convention`, docs/conventions.md):
+
+    * "corrected" (default): step i is weighted with the weights from the losses of steps
+      1 … i−1 (`weights()` before the step, `update(L(i))` after it). `begin`/`window` default
+      to the paper's 5000/500 for a 20,000-step run, scaled in proportion to `total_steps`
+      (25,000/2,500 for 100,000 steps), so the warm-up and the window are the same share of
+      any run (docs/method.md §3).
+    * "paper": the original code's behaviour. The ratio of step i includes that step's own
+      batch, and the weights that form step i's loss and backward pass already include it
+      (`uses_current_losses` is True: the trainer calls `weights_for(L(i))` before the
+      backward pass). `begin`/`window` default to 5000/500 whatever the run's length (the
+      original keeps them for its 100,000-step Taskonomy runs).
 
     Steps without information: a task loss that is 0 (every task's loss is exactly 0 for a
     batch with no valid pixel), below float32's smallest normal number (underflowed), negative
@@ -43,11 +56,21 @@ class AdaptiveWeighting(TaskWeighting):
 
     name = "adaptive"
     options = ("begin", "window")
+    takes_convention = True
 
-    def __init__(self, tasks: Sequence[str], total_steps: int, begin: int | None = None, window: int | None = None) -> None:
-        """Raises WeightingError if `tasks` is empty, `begin` < 0 or `window` < 1."""
+    def __init__(self, tasks: Sequence[str], total_steps: int, begin: int | None = None, window: int | None = None,
+                 convention: str = "corrected") -> None:
+        """tasks: the task names; total_steps: the run's length in optimizer steps; begin: the step
+        after which ratios enter the windows; window: the windows' length in steps (both None: the
+        convention's default, see the class docstring); convention: "corrected" or "paper".
+
+        Raises WeightingError if `tasks` is empty, `begin` < 0, `window` < 1 or `convention` is
+        not one of `CONVENTIONS`."""
         super().__init__(tasks, total_steps)
-        scale = total_steps / PAPER_STEPS
+        if convention not in CONVENTIONS:
+            raise WeightingError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        self.convention = convention
+        scale = total_steps / PAPER_STEPS if convention == "corrected" else 1.0
         self.begin = round(PAPER_BEGIN * scale) if begin is None else int(begin)
         self.window = max(1, round(PAPER_WINDOW * scale)) if window is None else int(window)
         if self.begin < 0 or self.window < 1:
@@ -74,8 +97,14 @@ class AdaptiveWeighting(TaskWeighting):
             if total > 0:
                 self._weights = {t: len(self.tasks) * m / total for t, m in means.items()}
 
+    @property
+    def uses_current_losses(self) -> bool:
+        """True under "paper": step i's weights include step i's losses (call `weights_for`)."""
+        return self.convention == "paper"
+
     def weights(self) -> dict[str, float]:
-        """The current weights (all 1 until every task's window is full)."""
+        """The weights from every loss recorded so far (all 1 until every task's window is full):
+        under "corrected" those of the next step; under "paper" those of the last step recorded."""
         return dict(self._weights)
 
     def state_dict(self) -> dict[str, Any]:
