@@ -35,3 +35,12 @@ def test_a_paper_convention_run_trains_at_the_heads_resolution_and_differs_from_
     paper, corrected = results["paper"]["test"], results["corrected"]["test"]
     assert paper["normal"]["angle_mean"] < corrected["normal"]["angle_mean"]  # raw colour vectors: smaller angles
     assert paper["depth_zbuffer"] != corrected["depth_zbuffer"]
+
+
+def test_a_freeze_run_records_that_it_was_not_trimmed(tmp_path):
+    run = tmp_path / "freeze"
+    assert main(["train", "--config", "quickstart", "--run-dir", str(run), *TINY, "method.policy=freeze"]) == 0
+    result = json.loads((run / "result.json").read_text())
+    record = result["finalize"]
+    assert record["trimmed"] is False and record["aimed_at"] == 0.8 and record["shift"] == 0.0
+    assert record["pruned"] == record["revived"] == 0 and record["after"] == result["sparsity"]["overall"]

@@ -398,7 +398,8 @@ def finish(run: Run, logger: RunLogger | None = None) -> dict[str, Any]:
         "task_weights": run.weighting.weights(),
         "finalize": None if finalized is None else {
             "shift": finalized.shift, "before": finalized.before.overall, "after": finalized.after.overall,
-            "pruned": finalized.pruned, "revived": finalized.revived},
+            "pruned": finalized.pruned, "revived": finalized.revived,
+            "trimmed": finalized.trimmed, "aimed_at": finalized.aimed_at},  # policy "freeze": no trim
         "controller": controller.summary() if controller is not None else None,
         "allocation": None if finalized is None else {
             c: {"sparsity": report.components[c].sparsity, "global": g}

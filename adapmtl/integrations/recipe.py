@@ -218,8 +218,9 @@ class SparsifyRecipe:
 
     def press(self) -> None:
         """Add the controller's pressure to the scores' final gradient, once, before the optimizer step
-        (what `SparsityController.attach` does in a step pre-hook; docs/method.md §2). Nothing to do
-        without a controller, for policy "freeze", or when the pressure is attached to the optimizer."""
+        (what `SparsityController.attach` does in a step pre-hook; docs/method.md §2); for policy "freeze",
+        drop the scores' gradient while the gate is closed (sparsity at or above the target). Nothing to
+        do without a controller, or when the controller is attached to the optimizer itself."""
         if self._trigger is not None:
             self._trigger.step()
 
