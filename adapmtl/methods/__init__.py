@@ -11,7 +11,7 @@ from adapmtl.methods.registry import (METHODS, create_method, method_class, meth
                                       register_method)
 from adapmtl.methods.adapmtl import AdapMTL, AdapMTLEqualWeights, AdapMTLGlobal, AdapMTLLayer
 from adapmtl.methods.dense import Dense
-from adapmtl.methods.disparse import DiSparseDynamic, DiSparseStatic
+from adapmtl.methods.disparse import DiSparseDynamic, DiSparsePretrained, DiSparseStatic
 from adapmtl.methods.gmp import GMP
 from adapmtl.methods.imp import IMP
 from adapmtl.methods.lth import LTH
@@ -22,4 +22,4 @@ from adapmtl.methods.snip import SNIP
 __all__ = ["METHODS", "Method", "MethodContext", "MethodError", "MethodOptions", "MaskSet", "MaskedMethod",
            "create_method", "method_class", "method_options", "option_keys", "register_method",
            "AdapMTL", "AdapMTLEqualWeights", "AdapMTLGlobal", "AdapMTLLayer", "Dense", "DiSparseDynamic",
-           "DiSparseStatic", "GMP", "IMP", "LTH", "Random", "SNIP"]
+           "DiSparsePretrained", "DiSparseStatic", "GMP", "IMP", "LTH", "Random", "SNIP"]
