@@ -44,3 +44,20 @@ def test_a_freeze_run_records_that_it_was_not_trimmed(tmp_path):
     record = result["finalize"]
     assert record["trimmed"] is False and record["aimed_at"] == 0.8 and record["shift"] == 0.0
     assert record["pruned"] == record["revived"] == 0 and record["after"] == result["sparsity"]["overall"]
+
+
+def test_a_large_final_trim_is_a_warning_in_the_result(tmp_path, monkeypatch):
+    import adapmtl.engine.trainer as trainer
+
+    def warnings_of(name):
+        run = tmp_path / name
+        assert main(["train", "--config", "quickstart", "--run-dir", str(run), *TINY]) == 0
+        result = json.loads((run / "result.json").read_text())
+        moved = abs(result["finalize"]["before"] - result["finalize"]["after"])
+        return moved, [w for w in result["warnings"] if "finalize moved the overall sparsity" in w]
+
+    moved, warned = warnings_of("normal")
+    assert moved <= trainer.LARGE_TRIM and warned == []  # the controller held the target: nothing to say
+    monkeypatch.setattr(trainer, "LARGE_TRIM", -1.0)  # the same trim (however small), judged large
+    _, warned = warnings_of("large")
+    assert len(warned) == 1 and "without retraining" in warned[0] and "method.reach_at" in warned[0]

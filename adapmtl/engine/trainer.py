@@ -72,6 +72,11 @@ class Run:
         return ModelSpec.from_options(self.config.model, self.datasets["train"].task_channels)
 
 
+LARGE_TRIM = 0.01
+"""A final trim that moves the overall sparsity by more than this (1 pp) is a warning: the controller
+holds ±0.5 pp from reach_at on (docs/method.md §2), so a larger trim means the run was too short for it."""
+
+
 def _load_dense_weights(model: nn.Module, path: str) -> None:
     """Load a dense state dict from a run folder (its finalized model), a .safetensors or a .pt file.
 
@@ -365,6 +370,12 @@ def finish(run: Run, logger: RunLogger | None = None) -> dict[str, Any]:
                 logger.warn(run.step, f"{error}; finished on the weights of the last step ({run.step}) instead of "
                                       f"those of the selected step {run.best['step']}")
     finalized = run.method.finalize(run.model)
+    if finalized is not None and finalized.trimmed and abs(finalized.before.overall - finalized.after.overall) > LARGE_TRIM:
+        if logger:  # a large trim changes the model without retraining: its metrics may suffer, so say it
+            logger.warn(run.step, f"finalize moved the overall sparsity from {finalized.before.overall:.4f} to "
+                                  f"{finalized.after.overall:.4f} without retraining ({finalized.pruned} weights pruned, "
+                                  f"{finalized.revived} revived): the selected step {selected or run.step} was far from "
+                                  "the target; train longer, or reach it earlier (method.reach_at)")
     run.trained = run.model  # evaluation needs no DDP wrapper; every rank evaluates its share
     results = {}
     for split in ("val", "test"):
