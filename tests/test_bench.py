@@ -222,11 +222,12 @@ def test_bench_file_errors_name_the_key(tmp_path, capsys):
 
 def test_the_synthetic_preset_is_the_full_comparison():
     bench = load_bench("bench_synthetic")
-    assert len(bench.runs()) == 3 + 3 + 11 * 2 * 3  # dense, dense at 2× steps, 11 methods × 2 targets × 3 seeds
+    assert len(bench.runs()) == 3 + 3 + 12 * 2 * 3  # dense, dense at 2× steps, 12 methods × 2 targets × 3 seeds
     assert bench.section.targets == [0.7, 0.9] and bench.section.seeds == [0, 1, 2]
     assert (bench.section.convergence, bench.section.min_head_share, bench.section.compare_to) == (2, 0.7, "adapmtl")
     numel = component_numel(bench.config(bench.runs()[0]))
     assert 1 - numel["backbone"] / sum(numel.values()) >= 0.7
     assert {r.method for r in bench.runs()} == {"dense", "adapmtl", "adapmtl_global", "adapmtl_layer",
                                                   "adapmtl_equal_weights", "imp", "lth", "snip", "gmp",
-                                                  "disparse_static", "disparse_dynamic", "random"}
+                                                  "disparse_static", "disparse_dynamic", "disparse_pretrained",
+                                                  "random"}
