@@ -164,3 +164,13 @@ def test_a_model_returning_too_few_outputs_is_named():
     with pytest.raises(ModelError, match=r"no output for task\(s\) \['normal'\]"):
         task_outputs({"segment_semantic": 1, "depth_zbuffer": 2}, list(TASKS))
     assert list(task_outputs((1, 2, 3), list(TASKS))) == list(TASKS)
+
+
+def test_disparse_with_a_head_component_not_named_after_a_task_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    components = ("model.components={backbone: encoder, seg: decoders.segment_semantic, normal: decoders.normal, "
+                  "depth_zbuffer: decoders.depth_zbuffer}")
+    args = _args(tmp_path, run, "resnet_heads", "method.name=disparse_static")
+    args[args.index(MODELS["resnet_heads"][0])] = components
+    assert main(args) == 2
+    assert "component(s) ['seg'] are neither 'backbone' nor a task" in capsys.readouterr().err

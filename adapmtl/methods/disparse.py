@@ -100,8 +100,9 @@ class _DiSparse(MaskedMethod):
         ComponentError if it has no prunable layer or a head named "backbone"."""
         super().prepare(model)
         if "backbone" not in set(self.maskset.component_of.values()):
-            raise MethodError(f"{self.name} needs a multitask model with `backbone` and `heads` "
-                              "(DiSparse prunes the backbone by the tasks' consensus)")
+            raise MethodError(f"{self.name} needs a component named 'backbone' (DiSparse prunes the backbone by the "
+                              "tasks' consensus): a model with `backbone` and `heads`, or components given with "
+                              "model.components (one named 'backbone', one per task named after it)")
 
     def prune_by_consensus(self, scores: TaskScores) -> None:
         """Keep exactly the target's number of weights by DiSparse's per-task rule (module doc)

@@ -6,7 +6,7 @@ import copy
 import torch
 from torch import nn
 
-from adapmtl.methods.base import MethodContext
+from adapmtl.methods.base import MethodError, MethodContext
 from adapmtl.methods.masks import MaskSet
 
 
@@ -88,7 +88,14 @@ def task_rank_keys(scores: dict[str, dict[str, torch.Tensor]], component_of: dic
 
     Ties in a task's score go to the higher `tiebreak` (one tensor per name, e.g. |w|), then to
     the earlier position. Keys are float64 tensors of the scores' shapes (inf outside `among`).
+    Raises MethodError when a component is neither "backbone" nor one of the tasks of `scores`
+    (its weights would belong to no task's ranking and be pruned first, silently).
     """
+    strangers = sorted(set(component_of.values()) - {"backbone", *scores})
+    if strangers:
+        raise MethodError(f"DiSparse ranks each head by its own task, but component(s) {strangers} are neither "
+                          f"'backbone' nor a task ({', '.join(scores)}): name each head's component after its task "
+                          "(model.components in a run config)")
     layers = list(component_of)
     keys = {n: torch.full_like(scores[next(iter(scores))][n], float("inf"), dtype=torch.float64) for n in layers}
     for task, per_layer in scores.items():
