@@ -1,5 +1,6 @@
 """`adapmtl bench`: runs, skips finished runs, resumes interrupted ones, aggregates over seeds."""
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -231,3 +232,51 @@ def test_the_synthetic_preset_is_the_full_comparison():
                                                   "adapmtl_equal_weights", "imp", "lth", "snip", "gmp",
                                                   "disparse_static", "disparse_dynamic", "disparse_pretrained",
                                                   "random"}
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads child processes from /proc (Linux)")
+def test_workers_end_when_the_bench_process_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = _bench_file(tmp_path, methods=["random"], seeds=[0, 1], jobs=2)
+    bench = subprocess.Popen([sys.executable, "-m", "adapmtl", "bench", "--config", str(path), "train.steps=100000",
+                              "train.val_every=100000", "train.checkpoint_every=100000", "train.lr_step=100000"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children(parent):
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    found.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue  # a process that ended while we read
+        return found
+
+    workers = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers) < 2 and time.monotonic() < deadline:  # the two workers (the resource tracker too)
+            time.sleep(0.5)
+            workers = [pid for pid in children(bench.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(workers) == 2, "the bench never started its workers"
+        os.kill(bench.pid, signal.SIGKILL)  # no chance to shut its pool down
+        bench.wait()
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+                  for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()
+                 and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]
+        assert alive == [], "workers trained on after their bench was killed"
+    finally:
+        bench.kill()
+        for pid in workers + children(bench.pid):  # orphans of a failed check, too
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -234,6 +236,22 @@ def sanity_lines(bench: Bench) -> list[str]:
     return [f"check: {c.name}: {c.value} [{c.status}]" for c in analysis.checks] + [analysis.label]
 
 
+PARENT_POLL_SECONDS = 2.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a worker: end this process within PARENT_POLL_SECONDS once the bench process `parent` is
+    gone (killed, say), instead of training on as an orphan; a run it leaves is resumed by the
+    next `adapmtl bench`."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _train_run(bench: Bench, run: BenchRun) -> float:
     """Train or resume one run (in this process or a worker's); returns its seconds."""
     if bench.section.threads:
@@ -295,7 +313,8 @@ def run_bench(bench: Bench, echo: Callable[[str], None] = partial(print, flush=T
     numbered = list(enumerate(runs, 1))
     pool = None
     if bench.section.jobs > 1:  # spawn: a fresh interpreter per worker, not a fork of torch's threads
-        pool = ProcessPoolExecutor(bench.section.jobs, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(bench.section.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_exit_with_parent, initargs=(os.getpid(),))
     try:
         _run_all(bench, [(i, r) for i, r in numbered if r.method == BASELINE], pool, echo, started)
         cross_evaluate(bench, echo)  # the setting can be judged before the long part of the bench
