@@ -61,3 +61,13 @@ def test_a_large_final_trim_is_a_warning_in_the_result(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "LARGE_TRIM", -1.0)  # the same trim (however small), judged large
     _, warned = warnings_of("large")
     assert len(warned) == 1 and "without retraining" in warned[0] and "method.reach_at" in warned[0]
+
+
+def test_the_paper_presets_use_the_original_recipe():
+    for name in ("nyuv2_resnet34", "nyuv2_mobilenetv2", "taskonomy_resnet34"):
+        config = load_config(name)
+        assert config.convention == "paper" and config.data.normalize == "bgr_mean", name
+        assert config.model.upsample is False and config.train.amp == "off", name  # heads' resolution, fp32
+        assert config.data.scale == (0.5, 1.5), name
+    assert load_config("nyuv2_resnet34").data.eval_size == (321, 321)  # the original resizes test images
+    assert load_config("taskonomy_resnet34").data.eval_size == (224, 224)
