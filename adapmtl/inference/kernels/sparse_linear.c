@@ -176,15 +176,19 @@ static void group(const linear_args* p, int64_t o0, int64_t g, int64_t v0, int64
     }
 }
 
-/* Output rows [o0, o1) (o0 a multiple of LANES), tile of tokens by tile of tokens. */
-static void rows_simd(const linear_args* p, int64_t o0, int64_t o1, int64_t tile_vectors) {
-    _Alignas(64) float buf[LANES * MAX_NV * LANES];
-    const int64_t vectors = p->stride / LANES;
-    const int64_t tiles = (vectors + tile_vectors - 1) / tile_vectors;
-    for (int64_t tile = 0; tile < tiles; ++tile) {  /* tiles of balanced sizes: 13 vectors in 2 → 7 + 6 */
-        const int64_t v0 = vectors * tile / tiles, v1 = vectors * (tile + 1) / tiles;
-        for (int64_t o = o0; o < o1; o += LANES) group(p, o, o1 - o < LANES ? o1 - o : LANES, v0, v1 - v0, buf);
-    }
+/* Token tiles of balanced sizes, at most tile_vectors vectors each (13 vectors in tiles of 4: 4+3+3+3). */
+static int64_t tile_count(const linear_args* p, int64_t tile_vectors) {
+    return (p->stride / LANES + tile_vectors - 1) / tile_vectors;
+}
+
+/* Job `job` of tiles * chunks: token tile job / chunks, output rows of chunk job % chunks (CHUNK_GROUPS
+ * groups of LANES rows). Jobs in order visit the tiles outermost. */
+#define CHUNK_GROUPS 4
+static void run_job(const linear_args* p, int64_t job, int64_t tiles, int64_t chunks, float* buf) {
+    const int64_t vectors = p->stride / LANES, tile = job / chunks, chunk = job % chunks;
+    const int64_t v0 = vectors * tile / tiles, v1 = vectors * (tile + 1) / tiles;
+    const int64_t o0 = chunk * CHUNK_GROUPS * LANES, end = o0 + CHUNK_GROUPS * LANES, o1 = end < p->out ? end : p->out;
+    for (int64_t o = o0; o < o1; o += LANES) group(p, o, o1 - o < LANES ? o1 - o : LANES, v0, v1 - v0, buf);
 }
 #endif
 
@@ -231,9 +235,10 @@ int64_t adapmtl_linear_stride(int64_t tokens) {
 
 /* y [tokens, out] = x [tokens, in] times the CSR weight, plus bias (may be NULL).
  * scratch: in * adapmtl_linear_stride(tokens) floats, 64-byte aligned (unused without SIMD).
- * tile_vectors: most vectors of tokens per register tile (1..8). Output rows are split over
- * `threads` OpenMP threads in whole groups; each value is computed by one thread in a fixed
- * order, so the result does not depend on the number of threads. */
+ * tile_vectors: most vectors of tokens per register tile (1..8). The work is cut into jobs of
+ * (token tile, CHUNK_GROUPS groups of output rows) that `threads` OpenMP threads take in turn; each
+ * value is computed by one job in a fixed order, so the result does not depend on the number of
+ * threads. */
 void adapmtl_sparse_linear_f32(const float* x, float* y, const int64_t* row_start, const int32_t* col,
                                const float* val, const float* bias, float* scratch,
                                int64_t tokens, int64_t in, int64_t out, int64_t tile_vectors, int64_t threads) {
@@ -241,33 +246,26 @@ void adapmtl_sparse_linear_f32(const float* x, float* y, const int64_t* row_star
     const linear_args p = {x, scratch, y, row_start, col, val, bias, tokens, in, out, stride};
     if (threads < 1) threads = 1;
 #ifdef LANES
-    const int64_t unit = LANES, in_blocks = (in + LANES - 1) / LANES;
     if (tile_vectors < 1) tile_vectors = 1;
     if (tile_vectors > MAX_NV) tile_vectors = MAX_NV;
-#else
-    const int64_t unit = 1, in_blocks = 0;
-    (void)tile_vectors;
-#endif
-    const int64_t out_groups = (out + unit - 1) / unit;
-    const int64_t jobs = out_groups < threads ? out_groups : threads;
+    const int64_t in_blocks = (in + LANES - 1) / LANES, groups = (out + LANES - 1) / LANES;
+    const int64_t chunks = (groups + CHUNK_GROUPS - 1) / CHUNK_GROUPS, tiles = tile_count(&p, tile_vectors);
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
+        _Alignas(64) float buf[LANES * MAX_NV * LANES];
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < in_blocks; ++b) {
-#ifdef LANES
             const int64_t c0 = b * LANES, c1 = c0 + LANES < in ? c0 + LANES : in;
             transpose_input(x, scratch, tokens, in, stride, c0, c1);
-#endif
         }
-#pragma omp for schedule(static)
-        for (int64_t job = 0; job < jobs; ++job) {
-            const int64_t end = out_groups * (job + 1) / jobs * unit;
-            const int64_t o0 = out_groups * job / jobs * unit, o1 = end < out ? end : out;
-#ifdef LANES
-            rows_simd(&p, o0, o1, tile_vectors);
-#else
-            rows_portable(&p, o0, o1);
-#endif
-        }
+        /* dynamic: a thread slowed down (a shared core) leaves its jobs to the other */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t job = 0; job < tiles * chunks; ++job) run_job(&p, job, tiles, chunks, buf);
     }
+#else
+    (void)tile_vectors;
+    const int64_t jobs = out < threads ? out : threads;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && jobs > 1)
+    for (int64_t job = 0; job < jobs; ++job) rows_portable(&p, out * job / jobs, out * (job + 1) / jobs);
+#endif
 }
