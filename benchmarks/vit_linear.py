@@ -10,8 +10,9 @@ attention in-projection is magnitude-pruned to --sparsity after a random initial
 printed figures are medians over the rounds (ratios: median of the per-round ratios).
 
 Per layer kind (the layers of block 0 on their real input): dense F.linear (for the torch block's
-in-projection, PyTorch's one packed [1152, 384] product) against the "csr" path (the native sparse
-Linear kernel), with multiply-adds per second (dense: all of them; sparse: the nonzeros only).
+in-projection, PyTorch's one packed [1152, 384] product), PyTorch's sparse CSR product (the
+fallback) and the native sparse Linear kernel (the "csr" path), with multiply-adds per second
+(dense: all of them; sparse: the nonzeros only); the speedup is dense against the kernel.
 End to end: the whole encoder, dense against compiled.
 
     python benchmarks/vit_linear.py [--threads 1 2] [--sparsity 0.9] [--blocks timm torch] [--rounds 7]
@@ -88,8 +89,9 @@ def alternate(runs: dict[str, Callable[[], object]], rounds: int, seconds: float
     return times
 
 
-def per_kind(kind: str, model: nn.Module, x: torch.Tensor) -> dict[str, tuple[Callable, Callable, int, int]]:
-    """{layer kind: (dense run, sparse run, dense multiply-adds, nonzero multiply-adds)} for block 0."""
+def per_kind(kind: str, model: nn.Module, x: torch.Tensor) -> dict[str, tuple[Callable, Callable, Callable, int, int]]:
+    """{layer kind: (dense run, PyTorch CSR run, native kernel run, dense multiply-adds, nonzero
+    multiply-adds)} for block 0."""
     inputs: dict[str, torch.Tensor] = {}
     if kind == "timm":
         block = model[0]
@@ -123,11 +125,13 @@ def per_kind(kind: str, model: nn.Module, x: torch.Tensor) -> dict[str, tuple[Ca
         for w in ws:
             linear = nn.Linear(w.shape[1], w.shape[0])
             linear.weight = nn.Parameter(w.detach().clone())
-            layers.append(build_path(linear.eval(), "csr"))
-        sparse = lambda layers=layers, n=n: [layer(inputs[n]) for layer in layers]
+            layers.append(build_path(linear.eval(), "csr").linear)  # a CSRLinear
+        rows = inputs[n].reshape(-1, inputs[n].shape[-1])
+        native_run = lambda layers=layers, n=n: [layer(inputs[n]) for layer in layers]
+        pytorch_run = lambda layers=layers, rows=rows: [layer._pytorch(rows) for layer in layers]
         macs = sum(w.numel() for w in ws) * TOKENS
         nonzero = sum(int(w.ne(0).sum()) for w in ws) * TOKENS
-        runs[n] = (dense[n], sparse, macs, nonzero)
+        runs[n] = (dense[n], pytorch_run, native_run, macs, nonzero)
     return runs
 
 
@@ -150,14 +154,14 @@ def main() -> None:
         for threads in args.threads:
             torch.set_num_threads(threads)
             print(f"\n{kind} blocks, {threads} thread{'s' if threads > 1 else ''}")
-            print(f"  {'layer (block 0)':<16} {'dense ms':>9} {'sparse ms':>9} {'speedup':>8} {'dense GMAC/s':>13} "
-                  f"{'sparse GMAC/s':>14}")
-            for name, (dense, sparse, macs, nonzero) in per_kind(kind, model, x).items():
-                times = alternate({"dense": dense, "sparse": sparse}, args.rounds)
-                d, s = statistics.median(times["dense"]), statistics.median(times["sparse"])
-                ratio = statistics.median(a / b for a, b in zip(times["dense"], times["sparse"]))
-                print(f"  {name:<16} {1000 * d:>9.3f} {1000 * s:>9.3f} {ratio:>7.2f}x {macs / d / 1e9:>13.1f} "
-                      f"{nonzero / s / 1e9:>14.1f}", flush=True)
+            print(f"  {'layer (block 0)':<16} {'dense ms':>9} {'torch CSR':>9} {'kernel ms':>9} {'speedup':>8} "
+                  f"{'GMAC/s: dense':>14} {'CSR':>5} {'kernel':>7}")
+            for name, (dense, pytorch, kernel, macs, nonzero) in per_kind(kind, model, x).items():
+                times = alternate({"dense": dense, "csr": pytorch, "kernel": kernel}, args.rounds)
+                d, c, k = (statistics.median(times[n]) for n in ("dense", "csr", "kernel"))
+                ratio = statistics.median(a / b for a, b in zip(times["dense"], times["kernel"]))
+                print(f"  {name:<16} {1000 * d:>9.3f} {1000 * c:>9.3f} {1000 * k:>9.3f} {ratio:>7.2f}x "
+                      f"{macs / d / 1e9:>14.1f} {nonzero / c / 1e9:>5.1f} {nonzero / k / 1e9:>7.1f}", flush=True)
             start = time.perf_counter()
             compiled = compile_sparse(model, x, repeats=5)
             seconds = time.perf_counter() - start
