@@ -101,11 +101,12 @@ def _cpu_has(flag: str) -> bool:
     ("-O2", 0),  # the portable loop: machines without AVX2
     pytest.param("-O3 -march=native -mno-avx512f -fopenmp", 8,
                  marks=pytest.mark.skipif(not (_cpu_has("avx2") and _cpu_has("fma")), reason="no AVX2")),
-    pytest.param("-O3 -march=native -fopenmp", 16, marks=pytest.mark.skipif(not _cpu_has("avx512f"), reason="no AVX-512")),
+    pytest.param("-O3 -march=native -fopenmp", 16,
+                 marks=pytest.mark.skipif(not _cpu_has("avx512f"), reason="no AVX-512")),
 ])
 def test_every_kernel_build_is_correct(flags, lanes, tmp_path):
-    library = native._load(native.build(native.find_compiler(), flags.split(), tmp_path, native.SOURCES["sparse_linear"]),
-                           "sparse_linear")
+    path = native.build(native.find_compiler(), flags.split(), tmp_path, native.SOURCES["sparse_linear"])
+    library = native._load(path, "sparse_linear")
     assert library.adapmtl_simd_lanes() == lanes
     for tokens, (in_features, out_features), bias in itertools.product([1, 9, 17, 50], FEATURES, [True, False]):
         layer = _sparse_linear(in_features, out_features, bias, density=0.3)
@@ -170,8 +171,8 @@ def _check_every_linear_reached(model: nn.Module, x: torch.Tensor, expected_laye
     assert all("csr" in choice.times_ms for choice in linear.values()), plan.summary()  # timed on its real input
     assert "not called as modules" not in slowest_layers(plan, 3)
     # the timed choice may be dense on layers this small: force the sparse path on every Linear
-    forced = Plan({name: LayerChoice("csr" if name in linear else "dense", c.sparsity) for name, c in plan.layers.items()},
-                  plan.fused_batchnorm, plan.input_shape)
+    paths = {name: LayerChoice("csr" if name in linear else "dense", c.sparsity) for name, c in plan.layers.items()}
+    forced = Plan(paths, plan.fused_batchnorm, plan.input_shape)
     sparse = compile_sparse(model, x, plan=forced)
     with torch.no_grad():
         expected, got = model(x), sparse(x)
@@ -234,18 +235,20 @@ def test_split_attention_equals_multihead_attention(options, mask, need_weights)
     if attention._qkv_same_embed_dim:  # self-attention (PyTorch's fused path) and an unbatched call
         calls.append((query, query, query, MASKS[mask](batch, tgt, tgt)))
         unbatched = {n: m[0] if n == "key_padding_mask" else m for n, m in masks.items()}
-        calls.append((query[0] if attention.batch_first else query[:, 0], key[0] if attention.batch_first else key[:, 0],
-                      value[0] if attention.batch_first else value[:, 0], unbatched))
+        first = (lambda t: t[0]) if attention.batch_first else (lambda t: t[:, 0])
+        calls.append((first(query), first(key), first(value), unbatched))
     with torch.no_grad():
         for q, k, v, m in calls:
-            expected, got = attention(q, k, v, need_weights=need_weights, **m), split(q, k, v, need_weights=need_weights, **m)
+            expected = attention(q, k, v, need_weights=need_weights, **m)
+            got = split(q, k, v, need_weights=need_weights, **m)
             assert torch.allclose(got[0], expected[0], atol=1e-5)
             assert (got[1] is None) == (expected[1] is None)
             if expected[1] is not None:
                 assert torch.allclose(got[1], expected[1], atol=1e-6)
 
 
-@pytest.mark.parametrize("batch_first, norm_first, nested", [(True, False, True), (True, True, False), (False, False, False)])
+@pytest.mark.parametrize("batch_first, norm_first, nested",
+                         [(True, False, True), (True, True, False), (False, False, False)])
 def test_unfused_encoder_equals_the_fused_one_with_masks(batch_first, norm_first, nested):
     torch.manual_seed(0)
     layer = nn.TransformerEncoderLayer(16, 4, 32, batch_first=batch_first, norm_first=norm_first, activation="gelu")

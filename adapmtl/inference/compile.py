@@ -171,9 +171,9 @@ def compile_sparse(
     (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder), whose fused eval
     path never calls their Linear layers, are first rewritten into equivalent modules that do
     (`adapmtl.inference.transformer`; the attention's in-projection becomes q_proj, k_proj and
-    v_proj layers, named so in the plan). BatchNorm is folded into the preceding convolutions first, only where the conv
-    and the BN are each used once (`adapmtl.inference.fold`; skipped if torch.fx cannot
-    trace the model). Each candidate runs on the layer's real input (captured from
+    v_proj layers, named so in the plan). BatchNorm is folded into the preceding convolutions
+    first, only where the conv and the BN are each used once (`adapmtl.inference.fold`;
+    skipped if torch.fx cannot trace the model). Each candidate runs on the layer's real input (captured from
     `example_input`, a float tensor such as [batch, 3, H, W]), must match the dense output
     within rtol/atol, and the fastest median of `repeats` runs wins. With `plan` (a Plan or
     its JSON file) the recorded choices are reused and nothing is timed. The result's

@@ -23,7 +23,8 @@ from adapmtl.inference.attention import SplitAttention
 from adapmtl.inference.fold import Unfused
 
 
-def _canonical_masks(src: torch.Tensor, mask: torch.Tensor | None, padding: torch.Tensor | None, names: tuple[str, str]):
+def _canonical_masks(src: torch.Tensor, mask: torch.Tensor | None, padding: torch.Tensor | None,
+                     names: tuple[str, str]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(mask, padding) as float masks (-inf where a bool mask is True), as PyTorch canonicalises them."""
     padding = F._canonical_mask(mask=padding, mask_name=names[1], other_type=F._none_or_dtype(mask),
                                 other_name=names[0], target_type=src.dtype)
@@ -97,7 +98,7 @@ class UnfusedEncoder(Unfused):
                 and src.dim() == 3 and padding is not None and mask is None and not torch.is_autocast_enabled()
                 and src.device.type in ("cpu", "cuda", "xpu")):
             return False
-        weights = [p for p in self.layers[0].parameters()]
+        weights = self.layers[0].parameters()
         if torch.is_grad_enabled() and (src.requires_grad or any(p.requires_grad for p in weights)):
             return False
         return not self.mask_check or bool(torch._nested_tensor_from_mask_left_aligned(src, padding.logical_not()))
