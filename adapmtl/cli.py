@@ -332,7 +332,7 @@ def _add_compile(subparsers: argparse._SubParsersAction) -> None:
             torch.set_num_threads(args.threads)
         compiled, comparison, path = compile_run(args.run_dir, batch=args.batch, size=args.size,
                                                  rounds=args.rounds, plan_out=args.plan)
-        print(f"native kernel: {native.status()}")
+        print(f"native kernels: convolution {native.status('sparse_conv2d')}; linear {native.status('sparse_linear')}")
         threads = torch.get_num_threads()
         print(f"{threads} thread{'' if threads == 1 else 's'}, batch {args.batch}: {comparison.summary()}")
         print("paths: " + ", ".join(f"{name} {count}" for name, count in compiled.plan.path_counts().items()))
