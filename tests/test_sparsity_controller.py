@@ -99,3 +99,16 @@ def test_bad_controller_arguments(kwargs, message):
     args = {"target": 0.9, "total_steps": 100, **kwargs}
     with pytest.raises(SparsifyError, match=message):
         adapmtl.SparsityController(adapmtl.sparsify(ConvMultitask()), **args)
+
+
+def test_attach_refuses_an_optimizer_built_before_sparsify():
+    from adapmtl.errors import SparsifyError
+    from tests.toy_models import ConvMultitask
+
+    model = ConvMultitask()
+    early = torch.optim.Adam(model.parameters())  # built before sparsify: no threshold scores in it
+    adapmtl.sparsify(model)
+    controller = adapmtl.SparsityController(model, target=0.5, total_steps=10)
+    with pytest.raises(SparsifyError, match="does not hold the threshold scores, so they would never learn"):
+        controller.attach(early)
+    controller.attach(torch.optim.Adam(model.parameters()))  # built after: holds them

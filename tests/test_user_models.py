@@ -174,3 +174,11 @@ def test_disparse_with_a_head_component_not_named_after_a_task_is_refused(tmp_pa
     args[args.index(MODELS["resnet_heads"][0])] = components
     assert main(args) == 2
     assert "component(s) ['seg'] are neither 'backbone' nor a task" in capsys.readouterr().err
+
+
+def test_outputs_that_do_not_fit_the_tasks_fail_before_the_run_folder_is_written(tmp_path, capsys):
+    run, config = tmp_path / "run", tmp_path / "two.yaml"
+    config.write_text("model:\n  name: tests.user_models:two_outputs\n")  # two outputs for three tasks
+    assert main(["train", "--config", str(config), "--run-dir", str(run), *DATA]) == 2
+    assert "the model returned 2 outputs for 3 tasks" in capsys.readouterr().err
+    assert not run.exists()

@@ -121,3 +121,19 @@ def tiny_vit(tasks: dict[str, int], dim: int = 32, depth: int = 2, num_heads: in
              tokens: int = 48) -> nn.Module:
     """Factory of `TinyViT` (prune `heads.*.proj_w` with `model.parameters`)."""
     return TinyViT(tasks, dim, depth, num_heads, patch, tokens)
+
+
+def two_outputs(tasks: dict[str, int]) -> nn.Module:
+    """A model that returns two outputs whatever the tasks (a user's mistake, for the error tests)."""
+
+    class TwoOutputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = nn.Conv2d(3, 4, 3, padding=1)
+            self.heads = nn.ModuleDict({"a": nn.Conv2d(4, 1, 1), "b": nn.Conv2d(4, 1, 1)})
+
+        def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            features = self.backbone(image)
+            return self.heads["a"](features), self.heads["b"](features)
+
+    return TwoOutputs()

@@ -77,6 +77,19 @@ LARGE_TRIM = 0.01
 holds ±0.5 pp from reach_at on (docs/method.md §2), so a larger trim means the run was too short for it."""
 
 
+def _check_outputs(model: nn.Module, dataset, tasks: list[str], device: torch.device) -> None:
+    """One forward pass on one training image (eval mode, no gradient: nothing changes) so that a model
+    whose outputs do not fit the tasks fails before the run folder is written.
+    Raises ModelError as `task_outputs` does."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            task_outputs(model(dataset[0]["image"][None].to(device)), tasks)
+    finally:
+        model.train(was_training)
+
+
 def _load_dense_weights(model: nn.Module, path: str) -> None:
     """Load a dense state dict from a run folder (its finalized model), a .safetensors or a .pt file.
 
@@ -125,6 +138,7 @@ def build_run(config: Config, run_dir: Path, env: Distributed) -> Run:
     if env.enabled and env.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # BN over the global batch, as on one GPU
     model.to(env.device)
+    _check_outputs(model, datasets["train"], list(tasks), env.device)
     trained = model
     if env.enabled:
         trained = nn.parallel.DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None)

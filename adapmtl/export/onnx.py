@@ -27,32 +27,45 @@ from adapmtl.errors import ExportError
 from adapmtl.models.spec import ModelSpec
 
 
-def output_names(outputs: object, tasks: Sequence[str]) -> list[str]:
-    """The ONNX output names of a forward result (see the module doc). Raises ExportError for a
-    result that is neither a dict nor a tuple or list of tensors nor a tensor."""
+def _flatten(outputs: object, name: str) -> list[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every tensor in nested dicts, tuples and lists, depth first; nested names
+    join with dots ("aux.0"). Raises ExportError for any other value."""
+    if isinstance(outputs, torch.Tensor):
+        return [(name, outputs)]
     if isinstance(outputs, Mapping):
-        return [str(key) for key in outputs]
-    if isinstance(outputs, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in outputs):
-        return list(tasks) if len(outputs) == len(tasks) else [f"output{i}" for i in range(len(outputs))]
+        items = [(str(key), value) for key, value in outputs.items()]
+    elif isinstance(outputs, (tuple, list)):
+        items = [(str(index), value) for index, value in enumerate(outputs)]
+    else:
+        raise ExportError(f"the model's output {name or 'itself'} is a {type(outputs).__name__}; ONNX export needs "
+                          "tensors, in dicts, tuples or lists")
+    return [leaf for key, value in items for leaf in _flatten(value, f"{name}.{key}" if name else key)]
+
+
+def output_names(outputs: object, tasks: Sequence[str]) -> list[str]:
+    """The ONNX output names of a forward result (see the module doc): a dict's keys (a nested value's
+    as "key.0", "key.name"), the tasks for a tuple or list of one tensor per task (else output0, ...),
+    the one task for a tensor (else "output"). Raises ExportError for a value that is not a tensor."""
+    if isinstance(outputs, Mapping):
+        return [name for name, _ in _flatten(outputs, "")]
+    if isinstance(outputs, (tuple, list)) and len(outputs) == len(tasks) and \
+            all(isinstance(o, torch.Tensor) for o in outputs):
+        return list(tasks)
     if isinstance(outputs, torch.Tensor):
         return list(tasks) if len(tasks) == 1 else ["output"]
-    raise ExportError(f"the model returns a {type(outputs).__name__}; ONNX export needs a dict of tensors, a tuple "
-                      "or list of tensors, or a tensor")
+    return [f"output{name}" for name, _ in _flatten(outputs, "")]
 
 
 class _Flat(nn.Module):
-    """The model with its outputs flattened to a tuple (ONNX outputs are positional): a dict's values
-    in key order, a tuple's or list's items, or the one tensor."""
+    """The model with its outputs flattened to a tuple of tensors (ONNX outputs are positional), in
+    the order of `output_names`."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = self.model(image)
-        if isinstance(outputs, Mapping):
-            return tuple(outputs.values())
-        return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+        return tuple(tensor for _, tensor in _flatten(self.model(image), ""))
 
 
 def _sha256(path: Path) -> str:
@@ -96,9 +109,14 @@ def write_onnx(model: nn.Module, spec: ModelSpec, path: str | Path, input_size: 
                               opset_version=opset, dynamo=True, external_data=False, verbose=False,
                               dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
         except Exception as error:  # the exporter raises many types; say which model and why
+            tmp.unlink(missing_ok=True)
             raise ExportError(f"ONNX export of {spec.name} failed: {error}") from error
+    try:
+        max_diff = check_onnx(tmp, wrapped, image)  # checked before it takes the file's name
+    except ExportError:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
-    max_diff = check_onnx(path, wrapped, image)
     sidecar = {"sha256": _sha256(path), "model": spec.to_dict(), "inputs": {"image": ["batch", 3, *input_size]},
                "outputs": names, "opset": opset, "max_abs_diff": max_diff}
     write_atomic(path.with_name(path.name + ".json"), (json.dumps(sidecar, indent=2) + "\n").encode())
@@ -133,8 +151,9 @@ def check_onnx(path: str | Path, model: nn.Module, image: torch.Tensor) -> float
     got = session.run(None, {"image": image.numpy()})
     with torch.no_grad():
         expected = model(image)
-    if isinstance(expected, dict):
-        expected = tuple(expected.values())
+    expected = [tensor for _, tensor in _flatten(expected, "")]
+    if len(expected) != len(got):
+        raise ExportError(f"{path}: {len(got)} outputs in the file, {len(expected)} from PyTorch")
     max_diff = 0.0
     for name, ours, theirs in zip([o.name for o in session.get_outputs()], got, expected):
         theirs = theirs.numpy()

@@ -6,6 +6,8 @@ error, never a silently wrong model.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Mapping
 from typing import Any, Iterator
 
@@ -26,15 +28,27 @@ class InferenceError(AdapMTLError, ValueError):
 
 
 def _leaves(output: Any, name: str) -> Iterator[tuple[str, Any]]:
-    """(name, value) of every tensor or other value in nested dicts, lists and tuples."""
+    """(name, value) of every tensor or other value in nested dicts, lists, tuples and dataclasses."""
     if isinstance(output, Mapping):
         for key, value in output.items():
             yield from _leaves(value, f"{name}[{key!r}]")
     elif isinstance(output, (list, tuple)):
         for index, value in enumerate(output):
             yield from _leaves(value, f"{name}[{index}]")
+    elif dataclasses.is_dataclass(output) and not isinstance(output, type):
+        for item in dataclasses.fields(output):
+            yield from _leaves(getattr(output, item.name), f"{name}.{item.name}")
     else:
         yield name, output
+
+
+def _same_value(got: Any, expected: Any) -> bool:
+    """Equality of two non-tensor leaves; an object whose == is not a plain bool (one holding tensors,
+    say) is compared by its repr."""
+    try:
+        return bool(got == expected)
+    except (RuntimeError, TypeError, ValueError):
+        return repr(got) == repr(expected)
 
 
 def _max_difference(expected: torch.Tensor, got: torch.Tensor) -> tuple[float, float]:
@@ -101,7 +115,7 @@ class ModelCheck:
 
     def _compare(self, name: str, expected: Any, got: Any, where: str) -> None:
         if not isinstance(expected, torch.Tensor):
-            if isinstance(got, torch.Tensor) or type(got) is not type(expected) or got != expected:
+            if isinstance(got, torch.Tensor) or type(got) is not type(expected) or not _same_value(got, expected):
                 raise InferenceError(f"compile_sparse: {where}: {name} is {got!r}, the model gives {expected!r}")
             return
         if not isinstance(got, torch.Tensor) or got.shape != expected.shape or got.dtype != expected.dtype:

@@ -31,8 +31,8 @@ class _PressTrigger(torch.optim.Optimizer):
     that `SparsityController.attach` registers. For loops whose real optimizer runs its pre-hooks before
     the gradient exists (Lightning passes the forward/backward closure into `optimizer.step`)."""
 
-    def __init__(self) -> None:
-        super().__init__([torch.zeros(0, requires_grad=True)], {})
+    def __init__(self, scores: torch.Tensor) -> None:
+        super().__init__([scores], {})  # holds the scores (as `attach` checks) but never updates them
 
     def step(self, closure: Callable[[], Any] | None = None) -> None:  # noqa: D102 (nothing to update)
         return None
@@ -205,7 +205,7 @@ class SparsifyRecipe:
             self._trigger = None
             self.controller.attach(inner)
         else:
-            self._trigger = _PressTrigger()
+            self._trigger = _PressTrigger(self.controller.bank.scores)
             self.controller.attach(self._trigger)
         if self._pending_state is not None:
             self.load_state_dict(self._pending_state)

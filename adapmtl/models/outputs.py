@@ -17,8 +17,17 @@ def task_outputs(outputs: Any, tasks: Sequence[str]) -> Mapping[str, torch.Tenso
     """`outputs` (a model's forward result) as {task: tensor} for `tasks`, in that order.
 
     Raises ModelError naming what the model returned and what was expected: a dict that lacks a
-    task, a tuple or list of another length than `tasks`, a lone tensor for several tasks, or
-    anything else."""
+    task, a tuple or list of another length than `tasks`, a lone tensor for several tasks, a
+    task's output that is not one tensor, or anything else."""
+    mapped = _by_task(outputs, tasks)
+    for task in tasks:
+        if not isinstance(mapped[task], torch.Tensor):
+            raise ModelError(f"the model's output for task {task!r} is a {type(mapped[task]).__name__}, expected one "
+                             "tensor [B, C, H, W]; return auxiliary outputs under keys of their own")
+    return mapped
+
+
+def _by_task(outputs: Any, tasks: Sequence[str]) -> Mapping[str, Any]:
     if isinstance(outputs, Mapping):
         missing = [t for t in tasks if t not in outputs]
         if missing:

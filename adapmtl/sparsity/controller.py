@@ -148,7 +148,16 @@ class SparsityController:
         the ranks' pressures would drift apart) and loss scaling (the hook sees scaled gradients);
         the engine always attaches. For the "freeze" policy, registers instead a step pre-hook that
         drops the scores' gradient while the gate is closed (the original drops it: the optimizer
-        then neither moves the scores nor updates their Adam moments or weight decay)."""
+        then neither moves the scores nor updates their Adam moments or weight decay).
+
+        Raises SparsifyError if `optimizer` does not hold the threshold scores (built before
+        `sparsify`, say): they would never learn, and the controller's common shifts would do all
+        the work, silently."""
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if id(self.bank.scores) not in held:
+            raise SparsifyError("the optimizer does not hold the threshold scores, so they would never learn: build "
+                                "it after adapmtl.sparsify(model) (model.parameters() then includes them), or add "
+                                "{'params': adapmtl.threshold_parameters(model)} as a parameter group")
         if self.policy == "freeze":
             def drop_while_frozen(*_: Any) -> None:
                 if self.frozen_scores is not None:
