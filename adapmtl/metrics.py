@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Mapping
 
 from adapmtl.errors import AdapMTLError
 
@@ -114,3 +114,18 @@ def _finite(value: object, where: str) -> float:
     if not math.isfinite(number):
         raise MetricError(f"{where} must be finite, got {number}")
     return number
+
+
+def run_delta_t(result: Mapping[str, Any], baseline: Mapping[str, Any], split: str = "test") -> "DeltaT":
+    """ΔT of a finished run's result (its result.json content) against a baseline run's, on `split`.
+
+    Raises MetricError when they were computed under different conventions (`convention` in
+    result.json; runs written before the key existed are "corrected"): "paper" and "corrected"
+    metrics measure different things (docs/conventions.md), so their ratio means nothing; and as
+    `delta_t` does.
+    """
+    ours, theirs = result.get("convention", "corrected"), baseline.get("convention", "corrected")
+    if ours != theirs:
+        raise MetricError(f"the run's metrics follow the {ours!r} convention and the baseline's the {theirs!r} one: "
+                          "they measure different things (docs/conventions.md)")
+    return delta_t(result[split], baseline[split])

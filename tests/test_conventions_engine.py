@@ -44,6 +44,9 @@ def test_a_freeze_run_records_that_it_was_not_trimmed(tmp_path):
     record = result["finalize"]
     assert record["trimmed"] is False and record["aimed_at"] == 0.8 and record["shift"] == 0.0
     assert record["pruned"] == record["revived"] == 0 and record["after"] == result["sparsity"]["overall"]
+    far = abs(record["after"] - 0.8) > 0.01
+    assert far == any("policy 'freeze' does not trim" in w for w in result["warnings"])
+    assert result["convention"] == "corrected"
 
 
 def test_a_large_final_trim_is_a_warning_in_the_result(tmp_path, monkeypatch):
@@ -71,3 +74,25 @@ def test_the_paper_presets_use_the_original_recipe():
         assert config.data.scale == (0.5, 1.5), name
     assert load_config("nyuv2_resnet34").data.eval_size == (321, 321)  # the original resizes test images
     assert load_config("taskonomy_resnet34").data.eval_size == (224, 224)
+
+
+def test_the_paper_convention_flips_nyu_normals_as_an_image_but_negates_taskonomy_x_as_the_original(monkeypatch):
+    from adapmtl.data import DATASETS
+    from adapmtl.engine import data as engine_data
+
+    def negates(dataset):
+        built = {}
+
+        class Capture:  # the dataset stand-in: keeps the transform the engine builds for it
+            metric_set = DATASETS[dataset].metric_set
+
+            @staticmethod
+            def from_config(data, split, transform, seed):
+                built["transform"] = transform
+
+        monkeypatch.setattr(engine_data, "dataset_class", lambda name: Capture)
+        engine_data.build_dataset(load_config(None, [*TINY, "convention=paper", f"data.dataset={dataset}"]), "train")
+        return built["transform"].negate_normal_x
+
+    assert negates("nyuv2") is False and negates("synthetic") is False
+    assert negates("taskonomy") is True

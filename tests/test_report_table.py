@@ -40,3 +40,17 @@ def test_chosen_columns_in_order_with_n_a_for_missing_keys():
     table = markdown_table([{"run": "a", "x": 1.0, "y": 2.0}], columns=["y", "run", "z"])
     assert table.splitlines() == ["| y | run | z |", "|---|---|---|", "| 2.00 | a | n/a |"]
     assert markdown_table([], columns=["method", "ΔT"]) == "| method | ΔT |\n|---|---|"
+
+
+def test_delta_t_across_conventions_is_refused_with_the_reason():
+    from adapmtl.report.table import comparison_rows
+
+    metrics = {"depth_zbuffer": {"abs_err": 0.5}}
+    results = {"dense": {"test": metrics, "sparsity": {"overall": 0.0, "components": {}}, "convention": "paper"},
+               "sparse": {"test": {"depth_zbuffer": {"abs_err": 0.4}}, "sparsity": {"overall": 0.9, "components": {}},
+                          "convention": "corrected"},
+               "same": {"test": {"depth_zbuffer": {"abs_err": 0.4}}, "sparsity": {"overall": 0.9, "components": {}},
+                        "convention": "paper"}}
+    rows = {row["run"]: row for row in comparison_rows(results, "dense")}
+    assert rows["sparse"]["ΔT"] is None and "'corrected' convention and the baseline's the 'paper'" in rows["sparse"]["note"]
+    assert abs(rows["same"]["ΔT"] - 20.0) < 1e-9  # abs_err 0.5 -> 0.4: 20 % better

@@ -38,10 +38,11 @@ def build_dataset(config: Config, split: str) -> MultitaskDataset:
     """
     data = config.data
     if split == "train":
-        paper = config.convention == "paper"  # the original pads the raw image black and flips normals as an image
+        paper = config.convention == "paper"  # the original pads the raw image black; its NYU-v2 loader (not its
+        nyu_like = dataset_class(data.dataset).metric_set == "nyuv2"  # Taskonomy one) flips normals as an image
         transform = TrainTransform(data.crop, data.scale, data.flip, data.resize_to,
                                    image_pad=black_after(data.normalize) if paper else None,
-                                   negate_normal_x=not paper) if data.crop else None
+                                   negate_normal_x=not (paper and nyu_like)) if data.crop else None
     else:
         transform = EvalTransform(data.eval_size) if data.eval_size else None
     return dataset_class(data.dataset).from_config(data, split, transform, config.seed)

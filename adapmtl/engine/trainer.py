@@ -390,6 +390,11 @@ def finish(run: Run, logger: RunLogger | None = None) -> dict[str, Any]:
                                   f"{finalized.after.overall:.4f} without retraining ({finalized.pruned} weights pruned, "
                                   f"{finalized.revived} revived): the selected step {selected or run.step} was far from "
                                   "the target; train longer, or reach it earlier (method.reach_at)")
+    if finalized is not None and finalized.aimed_at is not None and logger and \
+            abs(finalized.after.overall - finalized.aimed_at) > LARGE_TRIM:  # policy "freeze": no trim, as the original
+        logger.warn(run.step, f"the run ends at overall sparsity {finalized.after.overall:.4f}, aiming at "
+                              f"{finalized.aimed_at:g}: policy 'freeze' does not trim (as the original); "
+                              "policy 'exact' ends exactly at the target")
     run.trained = run.model  # evaluation needs no DDP wrapper; every rank evaluates its share
     results = {}
     for split in ("val", "test"):
@@ -410,6 +415,7 @@ def finish(run: Run, logger: RunLogger | None = None) -> dict[str, Any]:
     guarded = finalized.guarded if finalized is not None else (maskset.guarded if maskset is not None else [])
     result = {
         "method": run.method.name,
+        "convention": run.config.convention,  # paper and corrected metrics are not comparable (docs/conventions.md)
         "target": run.config.method.target if run.method.sparse else 0.0,
         "steps": run.config.train.steps,
         "train_iterations": run.config.train.steps,

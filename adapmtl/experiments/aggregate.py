@@ -25,7 +25,7 @@ from adapmtl.experiments.stats import (
     noise_floor, paired_differences, setting_label, verdict,
 )
 from adapmtl.files import write_atomic
-from adapmtl.metrics import MetricError, delta_t
+from adapmtl.metrics import MetricError, run_delta_t
 from adapmtl.report.table import comparison_rows, csv_table, format_cell, markdown_table
 from adapmtl.sparsity import sparsify, sparsity_report
 
@@ -140,7 +140,7 @@ def _overall_delta(result: dict[str, Any], base: dict[str, Any], undefined: Opti
     """Overall ΔT of `result` against `base` on the test split; None where it is undefined (e.g. a
     baseline metric of 0), with the reason put in `undefined[label]` (the tables say "n/a" and why)."""
     try:
-        return delta_t(result["test"], base["test"]).overall
+        return run_delta_t(result, base).overall
     except MetricError as error:
         if undefined is not None:
             undefined.setdefault(label, str(error))

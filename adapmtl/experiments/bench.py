@@ -208,7 +208,7 @@ def load_bench(path: str | Path, overrides: Sequence[str] = ()) -> Bench:
 
 def cross_evaluate(bench: Bench, echo: Callable[[str], None] = partial(print, flush=True)) -> int:
     """Evaluate every finished dense model (at the bench's budget) on every other seed's test set,
-    for the noise floor; results go to `bench.cross_file(...)` as {"test": metrics}, and files
+    for the noise floor; results go to `bench.cross_file(...)` as {"test": metrics, "convention": ...}, and files
     already there are kept. Returns how many evaluations ran. Raises RunDirError or
     CheckpointError for a damaged dense run, OSError if the file cannot be written."""
     dense = {s: r for s, r in bench.dense_runs().items() if RunDir(r.run_dir).finished}
@@ -223,7 +223,8 @@ def cross_evaluate(bench: Bench, echo: Callable[[str], None] = partial(print, fl
             metrics, _ = run_on_test(model)
             path = bench.cross_file(model_seed, test_seed)
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, json.dumps({"test": metrics}, indent=2).encode())
+            convention = RunDir(test_run.run_dir).config().convention  # evaluated as the test run was
+            write_atomic(path, json.dumps({"test": metrics, "convention": convention}, indent=2).encode())
             echo(f"noise floor: dense seed={model_seed} evaluated on the test set of seed={test_seed}")
             done += 1
     return done

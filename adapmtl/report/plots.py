@@ -18,7 +18,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from adapmtl.engine.rundir import RunDir
-from adapmtl.metrics import MetricError, delta_t
+from adapmtl.metrics import MetricError, run_delta_t
 from adapmtl.report.runs import RunRecord
 
 OVERALL = "overall"
@@ -243,7 +243,7 @@ def delta_t_points(runs: Sequence[RunRecord], baseline: RunRecord, split: str = 
         if run.result is None or run.path == baseline.path:
             continue
         try:
-            d = delta_t(run.result[split], baseline.result[split]).overall
+            d = run_delta_t(run.result, baseline.result, split).overall
         except MetricError:
             continue
         groups[(run.method, round(run.target, 6))].append((100 * run.result["sparsity"]["overall"], d))

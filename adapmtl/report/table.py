@@ -6,7 +6,7 @@ import html
 import io
 from typing import Any, Mapping, Sequence
 
-from adapmtl.metrics import MetricError, delta_t
+from adapmtl.metrics import MetricError, run_delta_t
 from adapmtl.report.runs import ReportError
 
 SHORT_NAMES = {"segment_semantic": "seg", "normal": "normal", "depth_zbuffer": "depth",
@@ -25,13 +25,13 @@ def comparison_rows(results: Mapping[str, Mapping[str, Any]], baseline: str | No
     missing = [label for label, result in results.items() if split not in result or "sparsity" not in result]
     if missing:
         raise ReportError(f"the results of {missing} have no {split!r} metrics or no sparsity (not finished runs?)")
-    base = results[baseline][split] if baseline is not None else None
+    base = results[baseline] if baseline is not None else None
     rows = []
     for label, result in results.items():
         d, note = None, None
         if base is not None:
             try:
-                d = delta_t(result[split], base)
+                d = run_delta_t(result, base, split)
             except MetricError as error:  # e.g. a baseline metric of 0: ΔT undefined, the rest still reported
                 note = str(error)
         row: dict[str, Any] = {"run": label}

@@ -239,7 +239,7 @@ def assign_components(
     if unassigned:
         raise ComponentError(
             f"{len(unassigned)} prunable layer(s) belong to no component: {_name_list(unassigned)}. "
-            "Add them to a component or to exclude=."
+            "Add them to a component (a pattern may name a weight itself, e.g. 'blocks.0.w_qkv') or to exclude=."
         )
     doubly = [f"{n} ({' and '.join(owner)})" for n, owner in owners.items() if len(owner) > 1]
     if doubly:
