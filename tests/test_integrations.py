@@ -447,3 +447,27 @@ def test_transformers_callback_without_attach_is_refused(tmp_path):
     trainer.add_callback(AdapMTLTrainerCallback(TARGET))
     with pytest.raises(SparsifyError, match=r"attach\(trainer\)"):
         trainer.train()
+
+
+def test_lightning_auto_scale_refuses_a_schedule_it_cannot_read():
+    L = pytest.importorskip("lightning")
+    from adapmtl.integrations.lightning import AdapMTLCallback
+
+    lit = _lightning_module(L, schedule=True)  # a StepLR, but the callback is not told its lr_step: unreadable
+    trainer = _lightning_trainer(L, [AdapMTLCallback(TARGET, module="net")], 4)
+    with pytest.raises(SparsifyError, match="reads the threshold budget .* not from StepLR: set threshold_lr_scale"):
+        trainer.fit(lit, _loader())
+    lit = _lightning_module(L, schedule=True)
+    trainer = _lightning_trainer(L, [AdapMTLCallback(TARGET, module="net", threshold_lr_scale=10.0)], 4)
+    trainer.fit(lit, _loader())  # a hand-set k needs no reading
+
+
+def test_transformers_refuses_a_second_callback_on_one_trainer(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    from adapmtl.integrations.transformers import AdapMTLTrainerCallback
+
+    trainer = _hf_trainer(transformers, tmp_path, 4, 4)
+    AdapMTLTrainerCallback(TARGET).attach(trainer)
+    with pytest.raises(SparsifyError, match="already has an AdapMTLTrainerCallback attached"):
+        AdapMTLTrainerCallback(0.5, granularity="global").attach(trainer)

@@ -167,6 +167,13 @@ class AdapMTLCallback(SparsifyRecipe, Callback):
         lr_lambda = next((s.lr_lambdas[index] for s, interval, frequency in schedulers
                           if isinstance(s, torch.optim.lr_scheduler.LambdaLR) and interval == "step" and frequency == 1
                           and unwrap_optimizer(s.optimizer) is unwrap_optimizer(holder)), None)
+        rule = self.lr_options
+        unread = [type(s).__name__ for s, _, _ in schedulers if unwrap_optimizer(s.optimizer) is unwrap_optimizer(holder)]
+        if lr_lambda is None and unread and rule["scale"] == "auto" and rule["threshold_lr"] is None \
+                and rule["lr_step"] is None:  # "auto" would take the schedule's current lr as constant: silently off
+            raise SparsifyError(f"threshold_lr_scale='auto' reads the threshold budget (Σ lr) from a per-step LambdaLR "
+                                f"or a StepLR given as lr_step/lr_gamma, not from {', '.join(unread)}: set "
+                                "threshold_lr_scale (k; docs/method.md §2), or lr_step and lr_gamma, on AdapMTLCallback")
         self.setup_optimizer(holder, model, int(total), schedulers=[s for s, _, _ in schedulers], lr_lambda=lr_lambda)
 
 

@@ -90,12 +90,17 @@ class AdapMTLTrainerCallback(SparsifyRecipe, TrainerCallback):
 
         Raises:
             SparsifyError: the trainer has an optimizer without the threshold scores (built before the
-                model was sparsified), uses `model_init`, or as `adapmtl.sparsify`.
+                model was sparsified), uses `model_init`, already has another AdapMTLTrainerCallback, or
+                as `adapmtl.sparsify`.
             ComponentError: layers that cannot be assigned to components.
         """
         if getattr(trainer, "model_init", None) is not None:
             raise SparsifyError("AdapMTLTrainerCallback does not support Trainer(model_init=...): train() rebuilds the "
                                 "model after attach has sparsified it; pass the model itself")
+        others = [c for c in trainer.callback_handler.callbacks if isinstance(c, AdapMTLTrainerCallback) and c is not self]
+        if others:  # two controllers would fight over one set of thresholds, the second with the first's layout
+            raise SparsifyError("this Trainer already has an AdapMTLTrainerCallback attached: one per Trainer "
+                                "(its thresholds, controller and target are the model's)")
         model = self.sparsify(trainer.model)
         if getattr(trainer, "optimizer", None) is not None and threshold_group_index(trainer.optimizer, model) is None:
             raise SparsifyError("the Trainer's optimizer was built before the model was sparsified, so it does not "
