@@ -163,7 +163,7 @@ def test_a_model_returning_too_few_outputs_is_named():
         task_outputs((torch.zeros(1), torch.zeros(1)), list(TASKS))
     with pytest.raises(ModelError, match=r"no output for task\(s\) \['normal'\]"):
         task_outputs({"segment_semantic": 1, "depth_zbuffer": 2}, list(TASKS))
-    assert list(task_outputs((1, 2, 3), list(TASKS))) == list(TASKS)
+    assert list(task_outputs((torch.zeros(1),) * 3, list(TASKS))) == list(TASKS)
 
 
 def test_disparse_with_a_head_component_not_named_after_a_task_is_refused(tmp_path, capsys):
