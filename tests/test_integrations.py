@@ -449,16 +449,17 @@ def test_transformers_callback_without_attach_is_refused(tmp_path):
         trainer.train()
 
 
-def test_lightning_auto_scale_refuses_a_schedule_it_cannot_read():
+def test_lightning_auto_scale_refuses_a_schedule_it_cannot_read(tmp_path):
     L = pytest.importorskip("lightning")
     from adapmtl.integrations.lightning import AdapMTLCallback
 
     lit = _lightning_module(L, schedule=True)  # a StepLR, but the callback is not told its lr_step: unreadable
-    trainer = _lightning_trainer(L, [AdapMTLCallback(TARGET, module="net")], 4)
+    trainer = _lightning_trainer(L, [AdapMTLCallback(TARGET, module="net")], 4, default_root_dir=tmp_path)
     with pytest.raises(SparsifyError, match="reads the threshold budget .* not from StepLR: set threshold_lr_scale"):
         trainer.fit(lit, _loader())
     lit = _lightning_module(L, schedule=True)
-    trainer = _lightning_trainer(L, [AdapMTLCallback(TARGET, module="net", threshold_lr_scale=10.0)], 4)
+    trainer = _lightning_trainer(L, [AdapMTLCallback(TARGET, module="net", threshold_lr_scale=10.0)], 4,
+                                 default_root_dir=tmp_path)
     trainer.fit(lit, _loader())  # a hand-set k needs no reading
 
 
