@@ -182,3 +182,23 @@ def test_outputs_that_do_not_fit_the_tasks_fail_before_the_run_folder_is_written
     assert main(["train", "--config", str(config), "--run-dir", str(run), *DATA]) == 2
     assert "the model returned 2 outputs for 3 tasks" in capsys.readouterr().err
     assert not run.exists()
+
+
+def test_the_bench_runs_a_factory_model_with_its_components(tmp_path):
+    import yaml
+
+    from adapmtl.experiments import load_bench, run_bench
+
+    raw = {"bench": {"methods": ["random"], "targets": [0.8], "seeds": [0], "out_dir": str(tmp_path / "bench"),
+                     "convergence": None, "min_head_share": None},
+           "model": {"name": "tests.user_models:resnet_heads"}}
+    for override in [*DATA, MODELS["resnet_heads"][0]]:
+        key, value = override.split("=", 1)
+        section, name = key.split(".", 1)
+        raw.setdefault(section, {})[name] = yaml.safe_load(value)
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    lines = []
+    content = run_bench(load_bench(path), echo=lines.append)
+    assert content["missing"] == [] and lines[0].startswith("heads hold")
+    assert set(content["analysis"]["numel"]) == {"backbone", *TASKS}  # the configured components, counted
