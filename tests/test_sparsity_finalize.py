@@ -105,3 +105,16 @@ def test_a_target_no_whole_count_of_weights_meets_names_the_nearest():
         adapmtl.finalize(model, target=0.6)
     assert torch.equal(model.parametrizations.weight.original, original)
     assert adapmtl.finalize(model, target=154 / 256).after.overall == 154 / 256
+
+
+def test_finalize_restores_the_parameter_order_of_the_plain_model():
+    from tests.test_sparsity_components import BareWeights
+    from tests.toy_models import ConvMultitask
+
+    cases = ((ConvMultitask, {}), (BareWeights, {"components": {"model": ["w", "out"]}, "parameters": ["w"]}),
+             (lambda: torch.nn.MultiheadAttention(8, 2, kdim=4, vdim=6), {"granularity": "global"}))  # q/k/v apart
+    for make, options in cases:
+        plain = [name for name, _ in make().named_parameters()]
+        model = adapmtl.sparsify(make(), **options)
+        adapmtl.finalize(model)
+        assert [name for name, _ in model.named_parameters()] == plain  # weight before bias, as built

@@ -187,10 +187,17 @@ def _restore_layer(module: nn.Module) -> None:
     parametrizations, so ours is the only one and the class's base is the original.
     """
     originals = {attribute: p.original for attribute, p in module.parametrizations.items()}
+    order = next(iter(module.parametrizations.values()))[0].order
     delattr(module, "parametrizations")
     module.__class__ = module.__class__.__bases__[0]
     for attribute, original in originals.items():
         module.register_parameter(attribute, original)
+    # back in the layer's own order (weight before bias): code that pairs parameters by position,
+    # such as optimizer state loaded into the plain model, must see the plain model's order
+    rank = {name: i for i, name in enumerate(order)}
+    reordered = sorted(module._parameters.items(), key=lambda item: rank.get(item[0], len(rank)))
+    module._parameters.clear()
+    module._parameters.update(reordered)
 
 
 def _remove_bank(model: nn.Module, bank: nn.Module) -> None:

@@ -62,12 +62,15 @@ class SoftThreshold(nn.Module):
     plain reference, not a child module, so it is registered (and saved) once.
     """
 
-    def __init__(self, bank: nn.Module, group: int, component: str, layer: int) -> None:
+    def __init__(self, bank: nn.Module, group: int, component: str, layer: int,
+                 order: tuple[str, ...] = ()) -> None:
+        """`order`: the layer's parameter names before sparsify, so that finalize restores their order."""
         super().__init__()
         object.__setattr__(self, "bank", bank)
         self.group = group
         self.component = component
         self.layer = layer  # this layer's entry in bank.caps
+        self.order = order
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return _SoftThresholdFunction.apply(weight, self.bank.scores, self.group, self.bank.caps, self.layer)

@@ -108,10 +108,11 @@ def sparsify(
         for index, name in enumerate(component_of):
             bank.caps[index] = layer_cap(_tensor(tensors[name]), min_density)
     model.add_module(BANK_ATTRIBUTE, bank)
+    orders = {id(module): tuple(module._parameters) for module, _ in tensors.values()}  # before any is moved
     for index, (name, component) in enumerate(component_of.items()):
         module, attribute = tensors[name]
         parametrize.register_parametrization(
-            module, attribute, SoftThreshold(bank, group_of[name], component, index), unsafe=True
+            module, attribute, SoftThreshold(bank, group_of[name], component, index, orders[id(module)]), unsafe=True
         )
     return model
 
