@@ -59,6 +59,7 @@ class Run:
     scaler: Any
     autocast: Any
     datasets: dict
+    spec: ModelSpec  # how to rebuild the model and what of it is pruned (recorded with the finalized model)
     step: int = 0
     best: dict[str, Any] = field(default_factory=lambda: {"step": None, "val_loss": math.inf})
 
@@ -66,10 +67,9 @@ class Run:
     def folder(self) -> RunDir:
         return RunDir(self.run_dir)
 
-    @property
-    def spec(self) -> ModelSpec:
-        """How to rebuild this run's model (recorded with the finalized model)."""
-        return ModelSpec.from_options(self.config.model, self.datasets["train"].task_channels)
+    def sparsity_report(self) -> sparsity.SparsityReport:
+        """The model's sparsity over the weights this run prunes (its spec's scope)."""
+        return sparsity.sparsity_report(self.model, **self.spec.scope.arguments())
 
 
 LARGE_TRIM = 0.01
@@ -149,13 +149,13 @@ def build_run(config: Config, run_dir: Path, env: Distributed) -> Run:
     if controller is not None:
         controller.attach(optimizer)  # its pressure on the averaged, accumulated, unscaled gradient, once a step
     weighting = create_weighting(method.weighting, list(tasks), t.steps,
-                                 convention=getattr(config, "convention", "corrected"),
+                                 convention=config.convention,
                                  **config.method.weighting_options)
     autocast, scaler = _autocast(config, env.device)
     train_loader(config, datasets["train"], 0, env.rank, env.world_size)  # checks the batch against the data
     method.bind(_method_context(config, env, tasks, datasets["train"], optimizer, scheduler))
     return Run(config, run_dir, env, model, trained, method, tasks, weighting, optimizer, scheduler, scaler,
-               autocast, datasets)
+               autocast, datasets, spec)
 
 
 def _param_groups(method: Method, model: nn.Module, t) -> list[dict[str, Any]]:
@@ -371,7 +371,7 @@ def finish(run: Run, logger: RunLogger | None = None) -> dict[str, Any]:
     sparsity) and "guard" (min_density, the layers it held at their minimum, the layers left all
     zero). A layer left all zero is also a warning (Python, log.jsonl and "warnings").
     """
-    thresholds = sparsity.sparsity_report(run.model, **run.spec.scope.arguments()).thresholds
+    thresholds = run.sparsity_report().thresholds
     barrier(run.env)  # rank 0 writes best.pt; the others read it
     selected = run.best["step"]
     if selected is not None:
@@ -401,7 +401,7 @@ def finish(run: Run, logger: RunLogger | None = None) -> dict[str, Any]:
         loader = eval_loader(run.config, run.datasets[split], run.env.rank, run.env.world_size)
         results[split], _ = evaluate(run.model, loader, run.tasks, run.env, autocast=run.autocast,
                                      progress=run.config.train.progress, description=split)
-    report = sparsity.sparsity_report(run.model, **run.spec.scope.arguments())
+    report = run.sparsity_report()
     collapsed = report.collapsed
     if collapsed:
         message = (f"{len(collapsed)} prunable layer(s) ended all zero, so their outputs no longer depend on their "
@@ -536,7 +536,7 @@ def _loop(run: Run, stop_at: int | None, notes: list[str] | None = None) -> dict
                 losses = train_step(run, move(batch, run.env.device))
                 report = run.method.after_step(run.model, run.step)
                 if run.step % t.log_every == 0 or run.step in (1, t.steps):
-                    report = report or sparsity.sparsity_report(run.model, **run.spec.scope.arguments())
+                    report = report or run.sparsity_report()
                     if logger:
                         logger.log(log_record(run, losses, report))
                     bar.set_postfix(loss=f"{sum(losses.values()):.3f}", sparsity=f"{report.overall:.3f}")

@@ -100,7 +100,7 @@ def plain_state_dict(
         p = layer.parametrization
         threshold = SoftThreshold(reader, p.group, p.component, p.layer)  # the forward pass's own computation
         converted[key] = threshold(state[key].detach())
-    bank_keys = {f"{bank_name}.{k}" if bank_name else k for k in _BANK_KEYS}
+    bank_keys = {f"{bank_name}.{k}" if bank_name else k for k in bank.state_dict()}  # the bank's own entries
     for key, value in state.items():
         if key in bank_keys:
             continue
@@ -111,7 +111,6 @@ def plain_state_dict(
     return plain
 
 
-_BANK_KEYS = ("scores", "caps", "init_score", "guard_min_density", "groups_fingerprint", "_extra_state")
 
 
 def _plain_key(key: str) -> str:
