@@ -178,7 +178,7 @@ def test_begin_and_window_defaults(convention, steps, expected):
 def test_conventions_reach_only_the_weightings_that_tell_them_apart():
     equal = create_weighting("equal", ["a", "b"], 10, convention="paper")  # equal weights under both
     assert not equal.uses_current_losses and equal.weights_for({"a": 1.0, "b": 2.0}) == ONES
-    with pytest.raises(WeightingError, match=r"convention must be one of \('corrected', 'paper'\), got 'orig'"):
+    with pytest.raises(WeightingError, match=r"convention must be one of \('paper', 'corrected'\), got 'orig'"):
         create_weighting("adaptive", ["a"], 10, convention="orig")
     with pytest.raises(WeightingError, match="convention must be one of"):
         AdaptiveWeighting(["a"], 10, convention="Paper")

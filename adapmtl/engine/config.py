@@ -12,6 +12,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, SerializeAsAny, ValidationError,
                       field_validator, model_validator)
 
+from adapmtl.conventions import Convention
 from adapmtl.data import DATASETS
 from adapmtl.errors import AdapMTLError
 from adapmtl.methods import METHODS, MethodError, MethodOptions, method_options, option_keys
@@ -135,9 +136,6 @@ class TrainConfig(_Section):
     _device = field_validator("device")(_check_device)
 
 
-Convention = Literal["paper", "corrected"]
-"""How numbers are computed where the original AdapMTL code (and the AdaShare/DiSparse code it builds on)
-differs from the correct computation; docs/conventions.md lists every point side by side."""
 
 
 class Config(_Section):

@@ -1,25 +1,7 @@
 """What every task shares: the Task interface, streaming metric state, shape checks, and the
-two computation conventions (`CONVENTIONS`)."""
-from __future__ import annotations
+two computation conventions (`adapmtl.conventions.CONVENTIONS`).
 
-from abc import ABC, abstractmethod
-from typing import ClassVar, Literal, Sequence, get_args
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor
-
-from adapmtl.errors import AdapMTLError
-from adapmtl.metrics import HIGHER_IS_BETTER
-
-
-class TaskError(AdapMTLError, ValueError):
-    """A task, its metric set, or a prediction/target pair is not what was expected."""
-
-
-Convention = Literal["paper", "corrected"]
-CONVENTIONS: tuple[str, ...] = get_args(Convention)
-"""How a task computes its loss and metrics where the original code differs from the correct computation.
+How a task computes its loss and metrics where the original code differs from the correct computation.
 
 "paper": as the AdapMTL code (ACM MM 2024) and the AdaShare/DiSparse code it builds on do, for
     numbers comparable with the paper's tables:
@@ -38,8 +20,22 @@ CONVENTIONS: tuple[str, ...] = get_args(Convention)
     (in the targets or the predictions); the prediction resized bilinearly
     (align_corners=False) to the target's resolution for both the loss and the metrics.
 """
+from __future__ import annotations
 
-DEFAULT_CONVENTION: Convention = "corrected"
+from abc import ABC, abstractmethod
+from typing import ClassVar, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from adapmtl.conventions import CONVENTIONS, DEFAULT_CONVENTION, Convention
+from adapmtl.errors import AdapMTLError
+from adapmtl.metrics import HIGHER_IS_BETTER
+
+
+class TaskError(AdapMTLError, ValueError):
+    """A task, its metric set, or a prediction/target pair is not what was expected."""
 
 
 def check_convention(task: str, convention: object) -> Convention:

@@ -5,7 +5,8 @@ import math
 from collections import deque
 from typing import Any, Mapping, Sequence
 
-from adapmtl.weighting.base import CONVENTIONS, TaskWeighting, WeightingError, register_weighting
+from adapmtl.conventions import CONVENTIONS
+from adapmtl.weighting.base import TaskWeighting, WeightingError, register_weighting
 
 PAPER_STEPS, PAPER_BEGIN, PAPER_WINDOW = 20_000, 5_000, 500
 

@@ -5,6 +5,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Mapping, Sequence, TypeVar
 
 from adapmtl.errors import AdapMTLError
+from adapmtl.conventions import CONVENTIONS
 from adapmtl.registry import Registry
 
 
@@ -12,9 +13,6 @@ class WeightingError(AdapMTLError, ValueError):
     """A weighting strategy was asked for with an unknown name or impossible settings."""
 
 
-CONVENTIONS = ("corrected", "paper")
-"""The two conventions a strategy may tell apart: "paper" = the original code's behaviour (AdapMTL,
-ACM MM 2024), "corrected" = ours (docs/conventions.md)."""
 
 
 class TaskWeighting(ABC):
