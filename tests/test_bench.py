@@ -203,6 +203,40 @@ def test_partial_bench_says_which_runs_are_missing(tmp_path):
     assert "Missing 1 of 3 runs: snip target=0.9 seed=0" in (tmp_path / "bench" / "bench.md").read_text()
 
 
+def test_pretrain_trains_one_dense_model_first_and_every_run_starts_from_it(tmp_path):
+    from safetensors.torch import load_file
+
+    path = _bench_file(tmp_path, seeds=[0, 1], min_head_share=0.1,
+                       pretrain={"steps": 8, "lr_step": 4, "lr": 0.002})
+    bench = load_bench(path)
+    pretrain = bench.pretrain_run()
+    assert pretrain.run_dir == tmp_path / "bench" / "pretrain" and pretrain not in bench.runs()
+    config = bench.config(pretrain)
+    assert (config.method.name, config.seed, config.train.steps, config.train.lr, config.train.init_from) == \
+        ("dense", 0, 8, 0.002, None)
+    for run in bench.runs():  # every run, dense included, starts from the pretrained model
+        assert bench.config(run).train.init_from == str(pretrain.run_dir)
+        assert bench.config(run).train.steps == 12
+    lines = []
+    run_bench(bench, echo=lines.append)
+    assert lines[1] == f"pretrain: training into {pretrain.run_dir}" and lines[2].startswith("pretrain: done in")
+    assert lines[3] == f"run 1/4: dense seed=0: training into {bench.runs()[0].run_dir}"
+    # the dense run at step 1 saw the pretrained weights: its first loss is the pretrained model's level
+    first = lambda run_dir: json.loads((run_dir / "log.jsonl").read_text().splitlines()[0])["total_loss"]
+    scratch = tmp_path / "scratch"
+    (tmp_path / "plain").mkdir()
+    train(load_bench(_bench_file(tmp_path / "plain", seeds=[0, 1])).config(bench.runs()[0]), scratch)
+    assert first(bench.runs()[0].run_dir) < first(scratch)
+    assert set(load_file(pretrain.run_dir / "model.safetensors")) == set(load_file(scratch / "model.safetensors"))
+    again = []
+    run_bench(load_bench(path), echo=again.append)
+    assert again[1] == f"pretrain: {pretrain.run_dir} finished, skipped"
+    content = write_outputs(bench)
+    assert [r["method"] for r in content["runs"]] == ["dense", "dense", "random", "random"]  # not in the table
+    with pytest.raises(ConfigError, match=r"`bench.pretrain` and `train.init_from` both"):
+        load_bench(path, [f"train.init_from={scratch}"])
+
+
 def test_bench_file_errors_name_the_key(tmp_path, capsys):
     path = _bench_file(tmp_path, methods=["magic"])
     with pytest.raises(ConfigError, match=r"`bench.methods`.*unknown method\(s\) \['magic'\]"):

@@ -13,6 +13,12 @@ shares) plus a `bench` section:
       max_noise_floor: 10     # dense models of different seeds must agree within 10 ΔT
       compare_to: adapmtl     # every method is also compared with this one, paired per seed
       jobs: 2                 # runs trained at once, one process each
+      pretrain: {steps: 12000, lr_step: 4800}   # optional: every run starts from this dense model
+
+With `pretrain`, one dense model is trained first (`out_dir/pretrain`, the shared config's seed, its
+`train` keys replaced by those given) and every run, dense ones included, starts from it
+(`train.init_from`): the methods then prune a trained model, as the paper's start from pretrained
+backbones, and a short budget can still have a converged dense reference.
 
 The shared `method:` section holds options for the methods that have them: each run takes
 the keys its method declares (e.g. `update_every` reaches gmp and disparse_dynamic only);
@@ -71,6 +77,10 @@ class BenchSection(BaseModel):
     min_head_share: Optional[float] = Field(
         0.7, ge=0, le=1, description="least share of the prunable weights the heads must hold (the paper's models: "
         "about 0.77); a smaller share labels the table 'setting invalid'. null: reported, not checked")
+    pretrain: Optional[dict[str, Any]] = Field(
+        None, description="train one dense model first (out_dir/pretrain: the shared config with these `train` keys "
+        "replaced, e.g. {steps: 12000, lr_step: 4800}) and start every run from it (train.init_from); "
+        "null: every run starts from the model's initialisation")
     compare_to: Optional[str] = Field(
         None, description="the method every other is compared with, paired per seed (win/loss/tie); "
         "default: adapmtl if benched, else the first method")
@@ -152,18 +162,32 @@ class Bench:
         """The engine config of one run: the shared one with the run's method, target and seed.
         Raises ConfigError if that config is invalid (naming the run)."""
         raw = json.loads(json.dumps(self.base))
+        pretrain = self.pretrain_run()
+        where = f"{self.source} (run {run.label} seed={run.seed})"
+        if pretrain is not None and run == pretrain:
+            raw.setdefault("train", {}).update(self.section.pretrain)
+            raw["method"] = {"name": BASELINE}
+            raw["name"] = run.run_dir.name
+            return validate_config(raw, f"{self.source} (the pretrain run: bench.pretrain)")
+        if pretrain is not None:
+            raw.setdefault("train", {})["init_from"] = str(pretrain.run_dir)
         accepted = option_keys(run.method)
         shared = {k: v for k, v in (raw.get("method") or {}).items() if k in accepted}
         raw["method"] = {**shared, "name": run.method, **({"target": run.target} if run.target else {})}
         raw["seed"] = run.seed
         raw["name"] = run.run_dir.name
-        where = f"{self.source} (run {run.label} seed={run.seed})"
         config = validate_config(raw, where)
         if run.budget == 1:
             return config
         raw.setdefault("train", {}).update(
             {key: max(1, round(getattr(config.train, key) * run.budget)) for key in _SCALED_STEPS})
         return validate_config(raw, where)
+
+    def pretrain_run(self) -> Optional[BenchRun]:
+        """The dense run every other run starts from (`bench.pretrain`), or None without one."""
+        if self.section.pretrain is None:
+            return None
+        return BenchRun(BASELINE, 0.0, int(self.base.get("seed", 0)), self.out_dir / "pretrain")
 
     def dense_runs(self, budget: float = 1.0) -> dict[int, BenchRun]:
         """{seed: the dense run of that seed at `budget`}."""
@@ -192,13 +216,16 @@ def load_bench(path: str | Path, overrides: Sequence[str] = ()) -> Bench:
         problems = "; ".join(f"`bench.{'.'.join(map(str, e['loc']))}`: {e['msg']}" for e in error.errors())
         raise ConfigError(f"{path}: {problems}") from None
     bench = Bench(raw, section, str(path))
+    if section.pretrain is not None and (raw.get("train") or {}).get("init_from"):
+        raise ConfigError(f"{path}: `bench.pretrain` and `train.init_from` both say where the runs start; keep one")
     # A shared option reaches the methods that have it; one that no method has is a typo. (A preset's
     # options for methods left out by an override, e.g. bench.methods=[snip], are simply unused.)
     known = set(option_keys())
     foreign = sorted(set(raw.get("method") or {}) - known)
     if foreign:
         raise ConfigError(f"{path}: `method` option(s) {foreign} belong to no method")
-    for run in bench.runs():
+    pretrain = bench.pretrain_run()
+    for run in ([pretrain] if pretrain else []) + bench.runs():
         config = bench.config(run)
         folder = RunDir(run.run_dir)
         if folder.finished or folder.last.is_file():  # never mix runs made with other settings into one table
@@ -258,11 +285,16 @@ def _train_run(bench: Bench, run: BenchRun) -> float:
     if bench.section.threads:
         torch.set_num_threads(bench.section.threads)
     t0 = time.perf_counter()
+    _train_or_resume(bench, run)
+    return time.perf_counter() - t0
+
+
+def _train_or_resume(bench: Bench, run: BenchRun) -> None:
+    """Resume `run` from its last checkpoint, or train it from the start."""
     if RunDir(run.run_dir).last.is_file():
         resume(run.run_dir)
     else:
         train(bench.config(run), run.run_dir)
-    return time.perf_counter() - t0
 
 
 def _run_all(bench: Bench, numbered: list[tuple[int, BenchRun]], pool: Optional[ProcessPoolExecutor],
@@ -293,6 +325,23 @@ def _run_all(bench: Bench, numbered: list[tuple[int, BenchRun]], pool: Optional[
         raise
 
 
+def _run_pretrain(bench: Bench, run: BenchRun, echo: Callable[[str], None], started: float) -> None:
+    """Train (or resume, or skip when finished) the dense model every run starts from, in this process
+    with all of torch's threads: nothing else can run before it."""
+    if RunDir(run.run_dir).finished:
+        echo(f"pretrain: {run.run_dir} finished, skipped")
+        return
+    echo(f"pretrain: {'resuming' if RunDir(run.run_dir).last.is_file() else 'training into'} {run.run_dir}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(threads, os.cpu_count() or 1))
+    try:
+        t0 = time.perf_counter()
+        _train_or_resume(bench, run)
+    finally:
+        torch.set_num_threads(threads)
+    echo(f"pretrain: done in {time.perf_counter() - t0:.0f} s (bench {time.perf_counter() - started:.0f} s)")
+
+
 def run_bench(bench: Bench, echo: Callable[[str], None] = partial(print, flush=True)) -> dict[str, Any]:
     """Run every missing run of `bench` (finished ones are skipped, interrupted ones resumed),
     `bench.section.jobs` at a time, then write bench.md, bench.csv and bench.json to its out_dir;
@@ -317,6 +366,9 @@ def run_bench(bench: Bench, echo: Callable[[str], None] = partial(print, flush=T
         pool = ProcessPoolExecutor(bench.section.jobs, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_exit_with_parent, initargs=(os.getpid(),))
     try:
+        pretrain = bench.pretrain_run()
+        if pretrain is not None:  # every other run starts from it, so it trains alone (with every thread)
+            _run_pretrain(bench, pretrain, echo, started)
         _run_all(bench, [(i, r) for i, r in numbered if r.method == BASELINE], pool, echo, started)
         cross_evaluate(bench, echo)  # the setting can be judged before the long part of the bench
         for line in sanity_lines(bench):
