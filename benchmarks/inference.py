@@ -1,29 +1,46 @@
-"""CPU forward time of the finalized paper models: dense PyTorch vs `compile_sparse`.
+"""CPU forward time of the finalized paper models: `compile_sparse` against dense PyTorch, ONNX Runtime
+and OpenVINO.
 
 Deeplab-ResNet34 and MobileNetV2 with the NYU-v2 heads (40, 3, 1 channels), one
 321×321 image and a batch of 8, at 0 / 70 / 90 / 95 % overall sparsity with the paper's
 kind of allocation: the backbone at 50 % (more where the heads alone cannot carry the
 target: each head at most 97 %) and the heads harder. Every layer is magnitude-pruned
 to its component's sparsity (random initialisation; no structure is assumed, so the
-"shrunk" path gets nothing for free). Dense and compiled run in alternating rounds
-in one process; the printed speedup is the median of the per-round ratios.
+"shrunk" path gets nothing for free).
+
+The dense runtimes run adapmtl's own ONNX export of the same finalized model (dense: they get
+no sparsity, only their own graph optimisations): ONNX Runtime (all default optimisations,
+intra-op threads = torch's, one inter-op thread, sequential) and OpenVINO where installed
+(`pip install -e ".[bench]"`; CPU device, INFERENCE_NUM_THREADS = torch's, LATENCY hint,
+float32). Each runtime's outputs are checked against dense PyTorch before it is timed. All
+contenders run in alternating rounds in one process, 20 ms apart (so one pool's spinning
+threads do not slow the next); times are medians. "vs dense" is the median of the per-round
+ratios; "vs best rt" = the faster runtime's median / compiled's median (the issue 17 goal: 2×).
+"compile s": compile_sparse's time; "reload s": compile_sparse with the saved plan.
+At 90 % the slowest layers of the plan are listed (each path's time, ms).
 
     python benchmarks/inference.py [--models deeplab_resnet34 mobilenetv2] [--sparsities 0 0.7 0.9 0.95]
-                                   [--batches 1 8] [--rounds 5] [--profile 10] [--threads N]
+                                   [--batches 1 8] [--threads 1 2] [--rounds 5] [--profile 10]
+                                   [--runtimes onnxruntime openvino]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import textwrap
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from adapmtl.inference import compile_sparse, native
-from adapmtl.inference.speed import compare_speed, slowest_layers
+from adapmtl.export.onnx import write_onnx
+from adapmtl.inference.runtimes import RUNTIMES, available_runtimes, max_difference
+from adapmtl.inference.speed import slowest_layers, time_alternating
 from adapmtl.models import create_model
+from adapmtl.models.spec import ModelSpec
 from adapmtl.sparsity import assign_components
 
 TASKS = {"segment_semantic": 40, "normal": 3, "depth_zbuffer": 1}
@@ -61,6 +78,42 @@ def prune(model: nn.Module, overall: float) -> dict[str, float]:
     return shares
 
 
+def _ms(seconds: list[float]) -> float:
+    return 1000 * statistics.median(seconds)
+
+
+@torch.no_grad()
+def measure(name: str, overall: float, shares: dict[str, float], model: nn.Module, onnx_path: Path, batch: int,
+            threads: int, args: argparse.Namespace, plan_dir: Path) -> None:
+    """One row: compile (and reload) for `batch` images on `threads` threads, check the runtimes, time all."""
+    torch.set_num_threads(threads)
+    x = torch.randn(batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
+    start = time.perf_counter()
+    compiled = compile_sparse(model, x, repeats=3)
+    compile_seconds = time.perf_counter() - start
+    plan = plan_dir / f"{name}-{overall}-{batch}-{threads}.json"
+    compiled.plan.save(plan)
+    start = time.perf_counter()
+    compiled = compile_sparse(model, x, plan=plan)
+    reload_seconds = time.perf_counter() - start
+    runners = {runtime: RUNTIMES[runtime](onnx_path, x, threads) for runtime in args.runtimes}
+    differences = {runtime: max_difference(run, model, x) for runtime, run in runners.items()}
+    times = time_alternating({"dense": model, "compiled": compiled, **runners}, x, args.rounds, pause_s=0.02)
+    dense, fast = _ms(times["dense"]), _ms(times["compiled"])
+    vs_dense = statistics.median(d / c for d, c in zip(times["dense"], times["compiled"]))
+    runtime_ms = {runtime: _ms(times[runtime]) for runtime in runners}
+    best = min(runtime_ms.values()) if runtime_ms else float("nan")
+    columns = " ".join(f"{runtime_ms[r]:>11.0f}" if r in runtime_ms else f"{'-':>11}" for r in RUNTIMES)
+    print(f"{name:<17} {overall:>4.0%} {shares['backbone']:>4.0%} {shares['segment_semantic']:>4.0%} {threads:>3} "
+          f"{batch:>3} {dense:>8.0f} {fast:>8.0f} {columns} {vs_dense:>7.2f}x {best / fast:>9.2f}x "
+          f"{compile_seconds:>9.1f} {reload_seconds:>8.2f}  {compiled.plan.path_counts()}", flush=True)
+    if differences:
+        print("    runtimes' max |difference| from dense PyTorch: "
+              + ", ".join(f"{r} {d:.2g}" for r, d in differences.items()))
+    if args.profile and abs(overall - 0.9) < 1e-9:
+        print(textwrap.indent(slowest_layers(compiled.plan, args.profile), "    "), flush=True)
+
+
 @torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -69,32 +122,37 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--size", type=int, default=321)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--profile", type=int, default=10, help="slowest layers to list at 90 %")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--profile", type=int, default=10, help="slowest layers to list at 90 %%")
+    parser.add_argument("--threads", nargs="+", type=int, default=[torch.get_num_threads()],
+                        help="torch (and runtime) thread counts, each measured in turn (default: torch's choice)")
+    parser.add_argument("--runtimes", nargs="*", default=available_runtimes(), choices=list(RUNTIMES),
+                        help="dense runtimes to compare with (default: those installed)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, input {args.size}x{args.size}; "
-          f"native kernel: {native.status()}")
-    print(f"{'model':<18} {'sparsity':>8} {'backbone':>8} {'heads':>6} {'batch':>5} {'dense ms':>9} "
-          f"{'compiled ms':>11} {'speedup':>8} {'compile s':>9}  paths")
-    for name in args.models:
-        for overall in args.sparsities:
-            torch.manual_seed(0)
-            model = create_model(name, TASKS).eval()
-            shares = prune(model, overall)
-            for batch in args.batches:
-                x = torch.randn(batch, 3, args.size, args.size)
-                start = time.perf_counter()
-                compiled = compile_sparse(model, x, repeats=3)
-                compile_seconds = time.perf_counter() - start
-                speed = compare_speed(model, compiled, x, args.rounds)
-                print(f"{name:<18} {overall:>8.0%} {shares['backbone']:>8.0%} {shares['segment_semantic']:>6.0%} "
-                      f"{batch:>5} {1000 * statistics.median(speed.dense_s):>9.0f} "
-                      f"{1000 * statistics.median(speed.compiled_s):>11.0f} {speed.speedup:>7.2f}x "
-                      f"{compile_seconds:>9.0f}  {compiled.plan.path_counts()}", flush=True)
-                if args.profile and abs(overall - 0.9) < 1e-9:
-                    print(textwrap.indent(slowest_layers(compiled.plan, args.profile), "    "))
+    print(f"torch {torch.__version__}, threads {args.threads}, input {args.size}x{args.size}; "
+          f"native kernel: {native.status()}; runtimes: {_versions(args.runtimes)}")
+    print(f"{'model':<17} {'sp.':>4} {'bb':>4} {'head':>4} {'thr':>3} {'bat':>3} {'dense ms':>8} {'ours ms':>8} "
+          + " ".join(f"{r + ' ms':>11}" for r in RUNTIMES)
+          + f" {'vs dense':>8} {'vs best rt':>10} {'compile s':>9} {'reload s':>8}  paths")
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in args.models:
+            for overall in args.sparsities:
+                torch.manual_seed(0)
+                model = create_model(name, TASKS).eval()
+                shares = prune(model, overall)
+                onnx_path = Path(scratch) / f"{name}-{overall}.onnx"
+                if args.runtimes:
+                    write_onnx(model, ModelSpec(name, dict(TASKS)), onnx_path, (args.size, args.size))
+                for threads in args.threads:
+                    for batch in args.batches:
+                        measure(name, overall, shares, model, onnx_path, batch, threads, args, Path(scratch))
+
+
+def _versions(runtimes: list[str]) -> str:
+    found = []
+    for runtime in runtimes:
+        module = __import__(runtime)
+        found.append(f"{runtime} {getattr(module, '__version__', '?')}")
+    return ", ".join(found) or "none"
 
 
 if __name__ == "__main__":

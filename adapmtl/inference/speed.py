@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -33,18 +34,34 @@ class SpeedComparison:
 
 
 @torch.no_grad()
-def compare_speed(model: nn.Module, compiled: nn.Module, example_input: torch.Tensor, rounds: int = 5) -> SpeedComparison:
-    """Time `model` and `compiled` on `example_input` in `rounds` alternating rounds (after a warm-up).
+def time_alternating(contenders: Mapping[str, Callable[[torch.Tensor], Any]], example_input: torch.Tensor,
+                     rounds: int = 5, pause_s: float = 0.0) -> dict[str, list[float]]:
+    """Seconds of one call of each contender on `example_input`, {name: [one per round]}: every
+    round calls each contender once, in order, so a slow moment of a shared machine hits all of
+    them; one warm-up call each first. `pause_s` (seconds, untimed) between calls lets the threads
+    of the previous contender's pool (OpenMP, ONNX Runtime and OpenVINO spin a while after a call)
+    go idle before the next one is timed.
 
     Raises ValueError if `rounds` < 1."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
-    model(example_input), compiled(example_input)
-    result = SpeedComparison()
+    for run in contenders.values():
+        run(example_input)
+    times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
-        result.dense_s.append(elapsed_seconds(lambda: model(example_input)))
-        result.compiled_s.append(elapsed_seconds(lambda: compiled(example_input)))
-    return result
+        for name, run in contenders.items():
+            if pause_s:
+                time.sleep(pause_s)
+            times[name].append(elapsed_seconds(lambda: run(example_input)))
+    return times
+
+
+def compare_speed(model: nn.Module, compiled: nn.Module, example_input: torch.Tensor, rounds: int = 5) -> SpeedComparison:
+    """Time `model` and `compiled` on `example_input` in `rounds` alternating rounds (after a warm-up).
+
+    Raises ValueError if `rounds` < 1."""
+    times = time_alternating({"dense": model, "compiled": compiled}, example_input, rounds)
+    return SpeedComparison(times["dense"], times["compiled"])
 
 
 def slowest_layers(plan: Plan, count: int) -> str:

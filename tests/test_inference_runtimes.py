@@ -1,0 +1,48 @@
+"""The dense runtimes the benchmark compares with: they give the model's outputs, and the rounds alternate."""
+import pytest
+import torch
+
+import adapmtl
+from adapmtl.export.onnx import write_onnx
+from adapmtl.inference import InferenceError
+from adapmtl.inference.runtimes import RUNTIMES, max_difference, openvino_available
+from adapmtl.inference.speed import time_alternating
+from adapmtl.models.spec import ModelSpec
+
+TASKS = {"segment_semantic": 5, "depth_zbuffer": 1}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    model = adapmtl.models.create_model("mobilenetv2", TASKS, width=0.25, head_channels=16).eval()
+    path, _ = write_onnx(model, ModelSpec("mobilenetv2", TASKS, width=0.25, head_channels=16),
+                         tmp_path_factory.mktemp("onnx") / "model.onnx", (32, 40))
+    return model, path
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_runtime_gives_the_models_outputs(exported, runtime, batch):
+    if runtime == "openvino" and not openvino_available():
+        pytest.skip("OpenVINO is the optional extra 'bench'")
+    model, path = exported
+    x = torch.randn(batch, 3, 32, 40)
+    run = RUNTIMES[runtime](path, x, 1)
+    outputs = run(x)
+    with torch.no_grad():
+        expected = model(x)
+    assert [o.shape for o in outputs] == [expected[t].shape for t in TASKS]  # the dict's order
+    assert max_difference(run, model, x) < 1e-4
+    with pytest.raises(InferenceError, match="output 0 differs"):  # a wrong runtime is refused
+        max_difference(lambda x: (outputs[0] + 1, outputs[1]), model, x)
+
+
+def test_rounds_alternate_after_one_warm_up_each():
+    calls = []
+    times = time_alternating({"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")},
+                             torch.zeros(1), rounds=3)
+    assert calls == ["a", "b"] * 4
+    assert len(times["a"]) == len(times["b"]) == 3 and all(t >= 0 for t in times["a"])
+    with pytest.raises(ValueError, match="rounds must be at least 1"):
+        time_alternating({"a": lambda x: None}, torch.zeros(1), rounds=0)
