@@ -66,22 +66,28 @@ def _tolerance(dtype: torch.dtype, atol: float, scale: float) -> float:
 
 
 class ModelCheck:
-    """The original model's outputs on the example input and on a second, random input of the
-    same shape, dtype and device (normal, fixed seed); `verify` compares a candidate with them.
+    """The original model's outputs on the example input and (unless `random_input` is False) on a
+    second, random input of the same shape, dtype and device (normal, fixed seed); `verify`
+    compares a candidate with them. Reloading a saved plan checks on the example input alone:
+    the plan's paths were checked on both when it was made, and each dense forward of a large
+    model costs about a second.
 
     Raises InferenceError if `example_input` is not a floating-point tensor, or the model
     fails on it.
     """
 
     @torch.no_grad()
-    def __init__(self, model: nn.Module, example_input: torch.Tensor, atol: float = 1e-5) -> None:
+    def __init__(self, model: nn.Module, example_input: torch.Tensor, atol: float = 1e-5,
+                 random_input: bool = True) -> None:
         if not isinstance(example_input, torch.Tensor) or not example_input.is_floating_point():
             got = example_input.dtype if isinstance(example_input, torch.Tensor) else type(example_input).__name__
             raise InferenceError(f"compile_sparse: example_input must be a floating-point tensor (a batch of the "
                                  f"model's inputs), got {got}")
         generator = torch.Generator().manual_seed(0)
         random = torch.randn(example_input.shape, generator=generator, dtype=example_input.dtype)
-        self.inputs = {"the example input": example_input, "a random input": random.to(example_input.device)}
+        self.inputs = {"the example input": example_input}
+        if random_input:
+            self.inputs["a random input"] = random.to(example_input.device)
         self.atol = atol
         self.expected = {}
         for label, x in self.inputs.items():
@@ -104,14 +110,21 @@ class ModelCheck:
             except Exception as error:  # the original ran on this input: the transform broke it
                 raise InferenceError(f"compile_sparse: {what} fails on {label} where the model runs: "
                                      f"{type(error).__name__}: {error}") from error
-            expected = dict(_leaves(self.expected[label], "output"))
-            got = dict(_leaves(got, "output"))
-            if expected.keys() != got.keys():
-                missing, extra = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
-                raise InferenceError(f"compile_sparse: {what} returns other outputs than the model on {label}: "
-                                     f"missing {missing}, unexpected {extra}")
-            for name, value in expected.items():
-                self._compare(name, value, got[name], f"{what} on {label}")
+            self.compare(label, got, what)
+
+    def compare(self, label: str, got: Any, what: str = "the compiled model") -> None:
+        """Raises InferenceError unless `got`, a candidate's outputs on the input `label` (a key of
+        `inputs`), equals the original's as `verify` requires (for a forward run for another purpose
+        too, such as capturing the layers' inputs)."""
+        where = f"{what} on {label}"
+        expected = dict(_leaves(self.expected[label], "output"))
+        got = dict(_leaves(got, "output"))
+        if expected.keys() != got.keys():
+            missing, extra = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
+            raise InferenceError(f"compile_sparse: {what} returns other outputs than the model on {label}: "
+                                 f"missing {missing}, unexpected {extra}")
+        for name, value in expected.items():
+            self._compare(name, value, got[name], where)
 
     def _compare(self, name: str, expected: Any, got: Any, where: str) -> None:
         if not isinstance(expected, torch.Tensor):

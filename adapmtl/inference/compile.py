@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import copy
 import json
-import statistics
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,20 +16,12 @@ from torch import nn
 from adapmtl.files import write_atomic
 from adapmtl.inference.check import InferenceError, ModelCheck
 from adapmtl.inference.fold import fold_batchnorm, layers_reached_otherwise
-from adapmtl.inference.paths import build_path, candidate_paths
+from adapmtl.inference.paths import build_path
+from adapmtl.inference.timing import LayerChoice, LayerTimer
 from adapmtl.inference.transformer import REWRITES, unfuse_transformers
 from adapmtl.sparsity.bank import find_bank
 
 PLAN_VERSION = 1
-
-
-@dataclass
-class LayerChoice:
-    """The path chosen for one layer, the times measured (ms) and the layer's sparsity."""
-
-    path: str
-    sparsity: float
-    times_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,7 +68,8 @@ class Plan:
         rows = [f"{'layer':<44} {'sparsity':>8}  {'path':<7} times (ms)"]
         for name, c in self.layers.items():
             times = ", ".join(f"{p} {t:.2f}" for p, t in c.times_ms.items())
-            rows.append(f"{name:<44} {c.sparsity:>8.1%}  {c.path:<7} {times}")
+            reused = f" (timed as {c.timed_as})" if c.timed_as else ""
+            rows.append(f"{name:<44} {c.sparsity:>8.1%}  {c.path:<7} {times}{reused}")
         return "\n".join(rows)
 
 
@@ -101,21 +93,27 @@ def elapsed_seconds(run: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def _median_ms(run: Callable[[], Any], repeats: int) -> float:
-    run()  # warm-up: first calls allocate and pick kernels
-    return 1000 * statistics.median(elapsed_seconds(run) for _ in range(repeats))
-
-
-def _capture_inputs(model: nn.Module, names: list[str], example: Any) -> dict[str, torch.Tensor]:
+def _capture_inputs(model: nn.Module, names: list[str], example: Any) -> tuple[dict[str, torch.Tensor], Any]:
+    """({layer name: its first input}, the model's outputs) from one forward of `model` on `example`."""
     modules = dict(model.named_modules())
     inputs: dict[str, torch.Tensor] = {}
-    hooks = [modules[n].register_forward_pre_hook(lambda m, a, n=n: inputs.setdefault(n, a[0])) for n in names]
+
+    def keep_first(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple) -> None:  # returns None: the call's input is not replaced
+            inputs.setdefault(name, args[0])
+        return hook
+
+    hooks = [modules[n].register_forward_pre_hook(keep_first(n)) for n in names]
     try:
-        model(example)
+        outputs = model(example)
     finally:
         for hook in hooks:
             hook.remove()
-    return inputs
+    return inputs, outputs
+
+
+def _layer_names(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
 def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -174,14 +172,18 @@ def compile_sparse(
     v_proj layers, named so in the plan). BatchNorm is folded into the preceding convolutions
     first, only where the conv and the BN are each used once (`adapmtl.inference.fold`;
     skipped if torch.fx cannot trace the model). Each candidate runs on the layer's real input (captured from
-    `example_input`, a float tensor such as [batch, 3, H, W]), must match the dense output
-    within rtol/atol, and the fastest median of `repeats` runs wins. With `plan` (a Plan or
-    its JSON file) the recorded choices are reused and nothing is timed. The result's
-    `.plan` records the choices; `.plan.save(path)`.
+    `example_input`, a float tensor such as [batch, 3, H, W]); the fastest median of up to
+    `repeats` runs wins, and the chosen path must match the dense output within rtol/atol.
+    Timing is shared by identical layers and skips candidates that cannot win
+    (`adapmtl.inference.timing`: a few seconds to tens of seconds for the paper models). With
+    `plan` (a Plan or its JSON file) the recorded choices are reused and nothing is timed. The
+    result's `.plan` records the choices; `.plan.save(path)`.
 
-    Always, plan or not, the compiled model is checked against `model` in eval mode on
-    `example_input` and on a random input of its shape (`adapmtl.inference.check.ModelCheck`:
-    every output within atol + 1e-3 × its largest magnitude in float32).
+    Always, plan or not, the compiled model is checked against `model` in eval mode
+    (`adapmtl.inference.check.ModelCheck`: every output within atol + 1e-3 × its largest
+    magnitude in float32): on `example_input` and on a random input of its shape when
+    compiling; on `example_input` alone when reloading a plan (its paths passed both when it was
+    made; this keeps a reload to one dense and one compiled forward).
 
     `model` is not changed. It must be an ordinary (finalized) model: call
     `adapmtl.finalize(model)` first.
@@ -196,38 +198,39 @@ def compile_sparse(
     if isinstance(plan, (str, Path)):
         plan = Plan.load(plan)
     working = copy.deepcopy(model).eval()
-    check = ModelCheck(working, example_input, atol)
-    working = _unfused(working, check)
-    working, fused = fold_batchnorm(working, check)
-    # layers the graph also reads otherwise (a weight passed to a function) stay as they are
-    kept = layers_reached_otherwise(working) if isinstance(working, fx.GraphModule) else set()
-    names = [n for n, m in working.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    if plan is not None:
+    check = ModelCheck(working, example_input, atol, random_input=plan is None)
+    unfolded = _unfused(working, check)
+    # BatchNorm folded (as the plan says, when there is one); checked below and at the end
+    working, fused = fold_batchnorm(unfolded, None) if plan is None or plan.fused_batchnorm else (unfolded, False)
+    names = _layer_names(working)
+    if plan is not None:  # one check at the end, on the example input: reloading takes one dense forward
         _layer_paths_from_plan(working, names, plan)
         compiled = SparseCompiled(working, Plan(plan.layers, fused, plan.input_shape))
         check.verify(compiled)
         return compiled
 
-    inputs = _capture_inputs(working, names, example_input)
+    inputs, outputs = _capture_inputs(working, names, example_input)
+    if fused:  # the folding's check on the example input, from the same forward (the random input: at the end)
+        try:
+            check.compare("the example input", outputs, "the model with BatchNorm folded")
+        except InferenceError as error:
+            warnings.warn(f"{error}; compiling without folding BatchNorm", RuntimeWarning, stacklevel=3)
+            working, fused = unfolded, False
+            names = _layer_names(working)
+            inputs, _ = _capture_inputs(working, names, example_input)
+    # layers the graph also reads otherwise (a weight passed to a function) stay as they are
+    kept = layers_reached_otherwise(working) if isinstance(working, fx.GraphModule) else set()
+    timer = LayerTimer(repeats, rtol, atol)
     choices = {}
     for name in names:
         layer = working.get_submodule(name)
         x = inputs.get(name)
-        sparsity = float(layer.weight.eq(0).float().mean())
         if x is None or name in kept:  # not reached by this input, or not only by calls: keep it dense
-            choices[name] = LayerChoice("dense", sparsity)
+            choices[name] = LayerChoice("dense", float(layer.weight.eq(0).float().mean()))
             continue
-        reference = layer(x)
-        times, modules = {}, {}
-        for path_name, path in candidate_paths(layer).items():
-            if path_name != "dense" and not torch.allclose(path(x), reference, rtol=rtol, atol=atol):
-                continue  # never trade correctness for speed
-            times[path_name] = _median_ms(lambda: path(x), repeats)
-            modules[path_name] = path
-        best = min(times, key=times.get)
-        choices[name] = LayerChoice(best, sparsity, times)
-        if best != "dense":
-            _set_module(working, name, modules[best])
+        choices[name], module = timer.choose(name, layer, x)
+        if choices[name].path != "dense":
+            _set_module(working, name, module)
     compiled = SparseCompiled(working, Plan(choices, fused, list(example_input.shape)))
     check.verify(compiled)
     return compiled

@@ -52,17 +52,31 @@ class Direct(nn.Module):
         self.kernel_size, self.stride = layer.kernel_size, layer.stride
         self.padding, self.dilation = layer.padding, layer.dilation
         taps = kh * kw
-        nonzero = weight.permute(0, 2, 3, 1)  # [out, kh, kw, in/groups]
-        out, tap_h, tap_w, column = nonzero.nonzero(as_tuple=True)
-        channel = column + out // (out_channels // self.groups) * group_width  # absolute input channel
-        self.block_channels = block_channels or self.default_block(layer, len(out))
+        nonzeros = int(torch.count_nonzero(weight))
+        self.block_channels = block_channels or self.default_block(layer, nonzeros)
         self.blocks = blocks = -(-self.in_channels // self.block_channels)
-        group = (channel // self.block_channels * out_channels + out) * taps + tap_h * kw + tap_w
-        order = (group * self.in_channels + channel).argsort()  # by (block, out, tap, channel)
-        counts = torch.bincount(group, minlength=blocks * out_channels * taps)
-        self.register_buffer("tap_start", torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(torch.int64))
-        self.register_buffer("channels", channel[order].to(torch.int32))
-        self.register_buffer("values", nonzero[out, tap_h, tap_w, column][order].contiguous())
+        # the nonzeros in the kernel's order (block, out, tap, channel) straight from a permuted view of
+        # the weight, [blocks, out, kh, kw, block_channels], zero-padded to whole blocks: no sort needed
+        # (an argsort of the nonzeros took most of the build time of the paper models' layers)
+        width = group_width if self.groups > 1 else blocks * self.block_channels
+        if self.groups == 1 and width != group_width:
+            weight = F.pad(weight, (0, 0, 0, 0, 0, width - group_width))
+        ordered = weight.reshape(out_channels, blocks if self.groups == 1 else 1, -1, kh, kw).permute(1, 0, 3, 4, 2)
+        ordered = ordered.contiguous()
+        mask = ordered != 0
+        # one flat nonzero and index arithmetic: boolean indexing of the 5-d tensor was 5x slower
+        index = mask.flatten().nonzero().squeeze(1)
+        last = ordered.shape[-1]
+        group = index // last  # (block, out, tap), in the kernel's order
+        block, out = group // (out_channels * taps), group // taps % out_channels
+        channel = block * self.block_channels + index % last  # the absolute input channel
+        if self.groups > 1:
+            channel += out // (out_channels // self.groups) * group_width
+        counts = mask.sum(-1, dtype=torch.int64).flatten()  # nonzeros per (block, out, tap)
+        counts = F.pad(counts, (0, blocks * out_channels * taps - len(counts)))  # grouped: blocks past the first empty
+        self.register_buffer("tap_start", torch.cat([counts.new_zeros(1), counts.cumsum(0)]))
+        self.register_buffer("channels", channel.to(torch.int32))
+        self.register_buffer("values", ordered.flatten()[index])
         bias = layer.bias.detach().clone() if layer.bias is not None else None
         self.register_buffer("bias", bias)
 
