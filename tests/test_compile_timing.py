@@ -132,3 +132,31 @@ def test_direct_build_order_matches_the_kernels_contract():
         channels = direct.channels[direct.tap_start[group]:direct.tap_start[group + 1]].tolist()
         assert channels == sorted(channels) and all(block * 16 <= c < (block + 1) * 16 for c in channels)
     assert torch.equal(direct.dense_weight(), layer.weight.detach())
+
+
+def test_a_reload_of_unchanged_weights_needs_no_dense_forward_and_a_changed_model_is_checked(tmp_path, monkeypatch):
+    from adapmtl.inference import compile as compile_module
+    model = _stack(3)
+    x = torch.randn(1, 16, 12, 12)
+    compiled = compile_sparse(model, x, repeats=1)
+    record = compiled.plan.fingerprint
+    assert set(record) == {"weights", "outputs", "threads"} and record["threads"] == torch.get_num_threads()
+    compiled.plan.save(tmp_path / "plan.json")
+    checks = []
+    real_check = compile_module.ModelCheck
+    monkeypatch.setattr(compile_module, "ModelCheck", lambda *a, **k: checks.append(1) or real_check(*a, **k))
+    again = compile_sparse(model, x, plan=tmp_path / "plan.json")
+    assert checks == []  # same weights, same threads, the same outputs bit for bit: no dense forward
+    with torch.no_grad():
+        assert torch.equal(again(x), compiled(x))
+        model[1].weight.mul_(2)  # other weights: the plan still fits, but is checked against the model
+        changed = compile_sparse(model, x, plan=tmp_path / "plan.json")
+        assert checks == [1] and torch.allclose(changed(x), model(x), atol=1e-4, rtol=1e-4)
+        model[1].weight.div_(2)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)  # another thread count: checked
+        compile_sparse(model, x, plan=tmp_path / "plan.json")
+        assert checks == [1, 1]
+    finally:
+        torch.set_num_threads(threads)

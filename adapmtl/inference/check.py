@@ -65,6 +65,12 @@ def _tolerance(dtype: torch.dtype, atol: float, scale: float) -> float:
     return atol + rtol * scale
 
 
+def random_like(example: torch.Tensor) -> torch.Tensor:
+    """The check's second input: normal, seed 0, example's shape, dtype and device."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(example.shape, generator=generator, dtype=example.dtype).to(example.device)
+
+
 class ModelCheck:
     """The original model's outputs on the example input and (unless `random_input` is False) on a
     second, random input of the same shape, dtype and device (normal, fixed seed); `verify`
@@ -83,12 +89,11 @@ class ModelCheck:
             got = example_input.dtype if isinstance(example_input, torch.Tensor) else type(example_input).__name__
             raise InferenceError(f"compile_sparse: example_input must be a floating-point tensor (a batch of the "
                                  f"model's inputs), got {got}")
-        generator = torch.Generator().manual_seed(0)
-        random = torch.randn(example_input.shape, generator=generator, dtype=example_input.dtype)
         self.inputs = {"the example input": example_input}
         if random_input:
-            self.inputs["a random input"] = random.to(example_input.device)
+            self.inputs["a random input"] = random_like(example_input)
         self.atol = atol
+        self.got: dict[str, Any] = {}  # the last verified candidate's outputs, by input
         self.expected = {}
         for label, x in self.inputs.items():
             try:
@@ -111,6 +116,7 @@ class ModelCheck:
                 raise InferenceError(f"compile_sparse: {what} fails on {label} where the model runs: "
                                      f"{type(error).__name__}: {error}") from error
             self.compare(label, got, what)
+            self.got[label] = got
 
     def compare(self, label: str, got: Any, what: str = "the compiled model") -> None:
         """Raises InferenceError unless `got`, a candidate's outputs on the input `label` (a key of

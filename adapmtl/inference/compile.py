@@ -14,7 +14,8 @@ import torch.fx as fx
 from torch import nn
 
 from adapmtl.files import write_atomic
-from adapmtl.inference.check import InferenceError, ModelCheck
+from adapmtl.inference.check import InferenceError, ModelCheck, random_like
+from adapmtl.inference.fingerprint import fingerprint, outputs_digest, weights_digest
 from adapmtl.inference.fold import fold_batchnorm, layers_reached_otherwise
 from adapmtl.inference.paths import build_path
 from adapmtl.inference.timing import LayerChoice, LayerTimer
@@ -27,11 +28,13 @@ PLAN_VERSION = 1
 @dataclass
 class Plan:
     """Per-layer choices; `fused_batchnorm`: whether the model was traced by torch.fx and its
-    conv→BN pairs folded where that is safe (see `adapmtl.inference.fold`)."""
+    conv→BN pairs folded where that is safe (see `adapmtl.inference.fold`); `fingerprint`: what
+    lets a reload of the same weights skip the dense forward (`adapmtl.inference.fingerprint`)."""
 
     layers: dict[str, LayerChoice]
     fused_batchnorm: bool
     input_shape: list[int]
+    fingerprint: dict[str, Any] | None = None
 
     def save(self, path: str | Path) -> None:
         """Write the plan as JSON (reload with `Plan.load`, pass to `compile_sparse(plan=...)`).
@@ -39,6 +42,8 @@ class Plan:
         Raises OSError naming `path` if it cannot be written."""
         data = {"version": PLAN_VERSION, "fused_batchnorm": self.fused_batchnorm, "input_shape": self.input_shape,
                 "layers": {name: asdict(choice) for name, choice in self.layers.items()}}
+        if self.fingerprint:
+            data["fingerprint"] = self.fingerprint
         write_atomic(path, json.dumps(data, indent=1).encode())
 
     @classmethod
@@ -50,7 +55,7 @@ class Plan:
             version = data["version"]
             if version == PLAN_VERSION:
                 layers = {name: LayerChoice(**choice) for name, choice in data["layers"].items()}
-                return cls(layers, bool(data["fused_batchnorm"]), list(data["input_shape"]))
+                return cls(layers, bool(data["fused_batchnorm"]), list(data["input_shape"]), data.get("fingerprint"))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise InferenceError(f"{path} is not a compile_sparse plan: {error}") from None
         raise InferenceError(f"{path}: plan version {version!r}, this adapmtl reads version {PLAN_VERSION}: "
@@ -151,6 +156,31 @@ def _unfused(model: nn.Module, check: ModelCheck) -> nn.Module:
     return rewritten
 
 
+def _reloaded_unchanged(model: nn.Module, example_input: torch.Tensor, plan: Plan) -> SparseCompiled | None:
+    """The compiled model rebuilt from `plan` if it reproduces, bit for bit, the outputs that passed the
+    check when the plan was made, on the same weights and thread count (`adapmtl.inference.fingerprint`);
+    else None (the caller checks against the dense model)."""
+    record = plan.fingerprint
+    if (not record or record.get("threads") != torch.get_num_threads() or not isinstance(example_input, torch.Tensor)
+            or any(type(module) in REWRITES for module in model.modules())
+            or record.get("weights") != weights_digest(model)):
+        return None
+    working = copy.deepcopy(model).eval()
+    working, fused = fold_batchnorm(working, None) if plan.fused_batchnorm else (working, False)
+    try:
+        _layer_paths_from_plan(working, _layer_names(working), plan)
+    except InferenceError:
+        return None
+    compiled = SparseCompiled(working, Plan(plan.layers, fused, plan.input_shape, record))
+    shape = torch.Size(plan.input_shape)
+    random = random_like(torch.empty(shape, dtype=example_input.dtype, device=example_input.device))
+    try:
+        outputs = compiled(random)
+    except Exception:  # the ordinary check will say what fails
+        return None
+    return compiled if outputs_digest(outputs) == record.get("outputs") else None
+
+
 @torch.no_grad()
 def compile_sparse(
     model: nn.Module,
@@ -183,7 +213,9 @@ def compile_sparse(
     (`adapmtl.inference.check.ModelCheck`: every output within atol + 1e-3 × its largest
     magnitude in float32): on `example_input` and on a random input of its shape when
     compiling; on `example_input` alone when reloading a plan (its paths passed both when it was
-    made; this keeps a reload to one dense and one compiled forward).
+    made; this keeps a reload to one dense and one compiled forward). A reload with the weights
+    and thread count the plan was checked with skips the dense forward where the compiled model
+    reproduces the checked outputs bit for bit (`adapmtl.inference.fingerprint`).
 
     `model` is not changed. It must be an ordinary (finalized) model: call
     `adapmtl.finalize(model)` first.
@@ -197,6 +229,8 @@ def compile_sparse(
         raise InferenceError("compile_sparse needs a finalized model: call adapmtl.finalize(model) first")
     if isinstance(plan, (str, Path)):
         plan = Plan.load(plan)
+    if plan is not None and (same := _reloaded_unchanged(model, example_input, plan)) is not None:
+        return same
     working = copy.deepcopy(model).eval()
     check = ModelCheck(working, example_input, atol, random_input=plan is None)
     unfolded = _unfused(working, check)
@@ -233,4 +267,6 @@ def compile_sparse(
             _set_module(working, name, module)
     compiled = SparseCompiled(working, Plan(choices, fused, list(example_input.shape)))
     check.verify(compiled)
+    if not any(type(module) in REWRITES for module in model.modules()):
+        compiled.plan.fingerprint = fingerprint(model, check.got["a random input"])
     return compiled
