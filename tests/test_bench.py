@@ -260,6 +260,11 @@ def test_the_synthetic_preset_is_the_full_comparison():
     assert len(bench.runs()) == 3 + 3 + 12 * 2 * 3  # dense, dense at 2× steps, 12 methods × 2 targets × 3 seeds
     assert bench.section.targets == [0.7, 0.9] and bench.section.seeds == [0, 1, 2]
     assert (bench.section.convergence, bench.section.min_head_share, bench.section.compare_to) == (2, 0.7, "adapmtl")
+    # every run starts from one pretrained dense model and continues its schedule, shrunk to the budget
+    pretrain = bench.config(bench.pretrain_run()).train
+    assert (pretrain.steps, pretrain.lr, pretrain.lr_step, pretrain.init_from) == (12000, 1e-3, 4800, None)
+    assert {bench.config(r).train.init_from for r in bench.runs()} == {"runs/bench_synthetic/pretrain"}
+    assert (bench.config(bench.runs()[0]).train.lr, bench.config(bench.runs()[0]).train.lr_step) == (1e-3, 400)
     numel = component_numel(bench.config(bench.runs()[0]))
     assert 1 - numel["backbone"] / sum(numel.values()) >= 0.7
     assert {r.method for r in bench.runs()} == {"dense", "adapmtl", "adapmtl_global", "adapmtl_layer",
