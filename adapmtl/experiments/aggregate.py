@@ -12,7 +12,7 @@ import json
 import math
 import platform
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 
@@ -20,6 +20,7 @@ from adapmtl.engine.config import Config
 from adapmtl.engine.data import build_dataset
 from adapmtl.engine.rundir import RunDir
 from adapmtl.models.spec import ModelSpec
+from adapmtl.experiments.mechanism import mechanism_table
 from adapmtl.experiments.stats import (
     Check, Interval, check_convergence, check_heads_share, check_noise_floor, check_random_worse, mean_interval,
     noise_floor, paired_differences, setting_label, verdict,
@@ -264,9 +265,11 @@ def versus_table(bench: Bench, analysis: Analysis) -> str:
     return markdown_table(pivot, columns=["method", *targets])
 
 
-def report_text(bench: Bench, rows: list[dict[str, Any]], analysis: Analysis) -> str:
+def report_text(bench: Bench, rows: list[dict[str, Any]], analysis: Analysis,
+                runs: Sequence[dict[str, Any]] = ()) -> str:
     """bench.md: the verdict on the setting and its sanity checks, the ΔT pivot against dense with
-    95 % intervals, each method against `compare_to`, then the detailed tables."""
+    95 % intervals, each method against `compare_to`, how the threshold runs among `runs` (aggregate()'s)
+    reached their sparsity (`adapmtl.experiments.mechanism`), then the detailed tables."""
     checks = markdown_table([{"check": c.name, "value": c.value, "rule": c.rule, "status": c.status}
                              for c in analysis.checks], columns=["check", "value", "rule", "status"])
     heading = analysis.label if analysis.valid else f"{analysis.label.split(':')[0]}, not a ranking"
@@ -275,6 +278,7 @@ def report_text(bench: Bench, rows: list[dict[str, Any]], analysis: Analysis) ->
     rule = (f"Mean [95 % t interval] over up to {seeds} seed{'s' if seeds > 1 else ''}, paired per seed; a difference within the noise "
             f"floor ({floor} ΔT) or whose interval contains 0 is a tie.")
     reference = bench.section.compare_to
+    mechanism = mechanism_table(runs)
     return (f"# Bench `{bench.source}`: {analysis.label}\n\n"
             f"Sanity checks (the table can rank methods only if all pass):\n\n{checks}\n\n"
             f"## ΔT against dense ({heading})\n\n"
@@ -283,7 +287,8 @@ def report_text(bench: Bench, rows: list[dict[str, Any]], analysis: Analysis) ->
             f"## Each method against {reference} ({heading})\n\n"
             f"The row's ΔT minus {reference}'s, seed by seed: win = the row's method is better than {reference}. "
             f"{rule}\n\n{versus_table(bench, analysis)}\n\n"
-            f"## Details\n\n{tables(rows)}")
+            + (f"## How the threshold runs got there\n\n{mechanism}\n\n" if mechanism else "")
+            + f"## Details\n\n{tables(rows)}")
 
 
 def write_outputs(bench: Bench) -> dict[str, Any]:
@@ -300,7 +305,7 @@ def write_outputs(bench: Bench) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     expected = len(bench.runs())
     missing = [f"{r.label} seed={r.seed}" for r in bench.runs() if not RunDir(r.run_dir).finished]
-    text = report_text(bench, rows, analysis)
+    text = report_text(bench, rows, analysis, runs)
     if missing:
         text += f"\nMissing {len(missing)} of {expected} runs: {', '.join(missing)}\n"
     write_atomic(out / "bench.md", text.encode())
