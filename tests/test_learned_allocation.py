@@ -113,3 +113,19 @@ def test_result_json_accounts_for_the_controller_and_the_allocation(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     records = [r for r in log if "controller" in r]
     assert records and records[-1]["controller"]["interventions"] == controller["interventions"]
+
+
+def test_auto_init_starts_at_the_live_weights_scale_past_a_trained_models_dead_channels():
+    import math
+
+    from adapmtl.sparsity.sparsify import auto_init
+
+    torch.manual_seed(0)
+    live = torch.randn(100_000)
+    dead = torch.full((3_000,), 4e-10)  # weight decay left these channels at ~1e-10 (3 % of the weights)
+    q = float(live.abs().kthvalue(1_000).values)  # the 1 % quantile of the live weights
+    assert auto_init([torch.cat([live, dead])]) == pytest.approx(math.log(q / (1 - q)), abs=0.05)
+    assert auto_init([live]) == pytest.approx(math.log(q / (1 - q)), abs=0.05)
+    # without the skip the score would start about 17 logits lower, at the dead weights' 4e-10
+    assert math.log(q / (1 - q)) - math.log(4e-10) > 15
+    assert auto_init([torch.zeros(10)]) == -20.0

@@ -19,6 +19,10 @@ GRANULARITIES = ("component", "layer", "global")
 AUTO_INIT_SPARSITY = 0.01
 """init="auto" starts at this overall sparsity: nearly dense, but with every threshold at the scale
 of the weights, so that learning (not a jump of the controller) carries it to the target."""
+NEGLIGIBLE_WEIGHT = 1e-4
+"""auto_init skips weights with |w| at most this fraction of the median |w|: the dead channels of a
+trained model (weight decay drives them to 1e-10 and below; 2.6 % of a pretrained bench model),
+which would otherwise put the initial threshold 10+ logits below the scale of the live weights."""
 
 
 def sparsify(
@@ -120,11 +124,14 @@ def sparsify(
 @torch.no_grad()
 def auto_init(weights: list[torch.Tensor], sparsity: float = AUTO_INIT_SPARSITY) -> float:
     """logit(q) for q the `sparsity` quantile of |w| over all `weights`: the common initial score at
-    which one threshold would make that share of them zero. Exact zeros are skipped (they are zero
-    at any threshold); -20 (dense) when every weight is zero.
+    which one threshold would make that share of them zero. Exact zeros and negligible weights
+    (|w| ≤ NEGLIGIBLE_WEIGHT × the median |w|: dead channels, pruned by any threshold) are skipped, so
+    the score starts at the scale of the live weights; -20 (dense) when every weight is zero.
     """
     magnitude = torch.cat([w.detach().abs().flatten().double().cpu() for w in weights])
     magnitude = magnitude[magnitude > 0]
+    if magnitude.numel():
+        magnitude = magnitude[magnitude > NEGLIGIBLE_WEIGHT * float(magnitude.median())]
     if magnitude.numel() == 0:
         return -20.0
     q = float(magnitude.kthvalue(max(1, math.ceil(sparsity * magnitude.numel()))).values)
