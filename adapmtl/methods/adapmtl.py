@@ -18,7 +18,8 @@ class ThresholdOptions(MethodOptions):
 
     init: Union[Literal["auto"], float] = Field(
         "auto", description="initial threshold score s0, common to every group: 'auto' = logit of the 1 % quantile of "
-        "all prunable |W| (starts 1 % sparse, within learning reach of the weights' scale); -20 = dense, the original's")
+        "all prunable |W| above 1 % of their median (starts 1 % sparse, within learning reach of the weights' scale, "
+        "past a trained model's dead channels); -20 = dense, the original's")
     policy: Literal["exact", "freeze"] = Field(
         "exact", description="target control: see SparsityController. 'freeze' is the original's gate (thresholds held "
         "while the sparsity is at or above the target) and finalize then does not trim: the run ends at the sparsity "
