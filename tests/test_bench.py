@@ -235,6 +235,29 @@ def test_pretrain_trains_one_dense_model_first_and_every_run_starts_from_it(tmp_
     assert [r["method"] for r in content["runs"]] == ["dense", "dense", "random", "random"]  # not in the table
     with pytest.raises(ConfigError, match=r"`bench.pretrain` and `train.init_from` both"):
         load_bench(path, [f"train.init_from={scratch}"])
+    assert "Every run, dense included, starts from one dense model pretrained for 8 steps" in \
+        (tmp_path / "bench" / "bench.md").read_text()
+    # a new pretrained model under finished runs would mix two starting points in one table: refused
+    import shutil
+    shutil.rmtree(pretrain.run_dir)
+    with pytest.raises(ConfigError, match=r"started from a pretrained model that is no longer in .*delete the whole"):
+        load_bench(path, ['bench.pretrain={"steps": 6}'])
+
+
+def test_pretrain_schedule_scales_with_its_steps_unless_given_and_needs_steps(tmp_path):
+    path = _bench_file(tmp_path, pretrain={"steps": 120})
+    config = load_bench(path).config(load_bench(path).pretrain_run())
+    # TINY: 12 steps, lr halved every 6: the pretrain's 120 steps halve it every 60, the same shape
+    assert (config.train.steps, config.train.lr_step) == (120, 60)
+    given = load_bench(path, ['bench.pretrain={"steps": 120, "lr_step": 100}'])
+    assert given.config(given.pretrain_run()).train.lr_step == 100
+    for bad in ("{}", '{"lr": 0.01}', '{"steps": 0}', '{"stepz": 5, "steps": 3}'):
+        with pytest.raises(ConfigError, match=r"steps|stepz"):
+            load_bench(path, [f"bench.pretrain={bad}"])
+    raw = yaml.safe_load(path.read_text())
+    raw["train"] = None  # an empty `train:` section
+    path.write_text(yaml.safe_dump(raw))
+    assert load_bench(path).config(load_bench(path).pretrain_run()).train.steps == 120
 
 
 def test_bench_file_errors_name_the_key(tmp_path, capsys):

@@ -279,7 +279,11 @@ def report_text(bench: Bench, rows: list[dict[str, Any]], analysis: Analysis,
             f"floor ({floor} ΔT) or whose interval contains 0 is a tie.")
     reference = bench.section.compare_to
     mechanism = mechanism_table(runs)
-    return (f"# Bench `{bench.source}`: {analysis.label}\n\n"
+    pretrain = bench.pretrain_run()
+    start = ("" if pretrain is None else
+             f"Every run, dense included, starts from one dense model pretrained for {bench.section.pretrain['steps']} "
+             f"steps (`{pretrain.run_dir}`, `bench.pretrain`).\n\n")
+    return (f"# Bench `{bench.source}`: {analysis.label}\n\n{start}"
             f"Sanity checks (the table can rank methods only if all pass):\n\n{checks}\n\n"
             f"## ΔT against dense ({heading})\n\n"
             f"ΔT in % against the dense model of the same seed (positive = better). {rule}\n\n"

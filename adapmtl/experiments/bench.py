@@ -81,6 +81,13 @@ class BenchSection(BaseModel):
         None, description="train one dense model first (out_dir/pretrain: the shared config with these `train` keys "
         "replaced, e.g. {steps: 12000, lr_step: 4800}) and start every run from it (train.init_from); "
         "null: every run starts from the model's initialisation")
+    @field_validator("pretrain")
+    @classmethod
+    def _pretrain_steps(cls, pretrain: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        if pretrain is not None and not isinstance(pretrain.get("steps"), int):
+            raise ValueError(f"the pretrain run needs its `steps` (an integer), e.g. {{steps: 12000}}; got {pretrain}")
+        return pretrain
+
     compare_to: Optional[str] = Field(
         None, description="the method every other is compared with, paired per seed (win/loss/tie); "
         "default: adapmtl if benched, else the first method")
@@ -164,13 +171,11 @@ class Bench:
         raw = json.loads(json.dumps(self.base))
         pretrain = self.pretrain_run()
         where = f"{self.source} (run {run.label} seed={run.seed})"
+        raw["train"] = dict(raw.get("train") or {})
         if pretrain is not None and run == pretrain:
-            raw.setdefault("train", {}).update(self.section.pretrain)
-            raw["method"] = {"name": BASELINE}
-            raw["name"] = run.run_dir.name
-            return validate_config(raw, f"{self.source} (the pretrain run: bench.pretrain)")
+            return self._pretrain_config(raw)
         if pretrain is not None:
-            raw.setdefault("train", {})["init_from"] = str(pretrain.run_dir)
+            raw["train"]["init_from"] = str(pretrain.run_dir)
         accepted = option_keys(run.method)
         shared = {k: v for k, v in (raw.get("method") or {}).items() if k in accepted}
         raw["method"] = {**shared, "name": run.method, **({"target": run.target} if run.target else {})}
@@ -179,8 +184,21 @@ class Bench:
         config = validate_config(raw, where)
         if run.budget == 1:
             return config
-        raw.setdefault("train", {}).update(
-            {key: max(1, round(getattr(config.train, key) * run.budget)) for key in _SCALED_STEPS})
+        raw["train"].update({key: max(1, round(getattr(config.train, key) * run.budget)) for key in _SCALED_STEPS})
+        return validate_config(raw, where)
+
+    def _pretrain_config(self, raw: dict[str, Any]) -> Config:
+        """The pretrain run's config: dense, the shared config's seed, its `train` keys replaced by
+        `bench.pretrain`'s; the schedule's step counts it does not give (lr_step, log_every, ...)
+        scale with its steps, so that its schedule has the shape of the shared one."""
+        where = f"{self.source} (`bench.pretrain`, the dense run every run starts from)"
+        raw["method"] = {"name": BASELINE}
+        raw["name"] = "pretrain"
+        shared = validate_config(raw, where).train
+        given = self.section.pretrain or {}
+        scale = given["steps"] / shared.steps
+        raw["train"].update({key: max(1, round(getattr(shared, key) * scale)) for key in _SCALED_STEPS})
+        raw["train"].update(given)
         return validate_config(raw, where)
 
     def pretrain_run(self) -> Optional[BenchRun]:
@@ -225,11 +243,17 @@ def load_bench(path: str | Path, overrides: Sequence[str] = ()) -> Bench:
     if foreign:
         raise ConfigError(f"{path}: `method` option(s) {foreign} belong to no method")
     pretrain = bench.pretrain_run()
-    for run in ([pretrain] if pretrain else []) + bench.runs():
+    started = []
+    for run in bench.runs() + ([pretrain] if pretrain else []):
         config = bench.config(run)
         folder = RunDir(run.run_dir)
         if folder.finished or folder.last.is_file():  # never mix runs made with other settings into one table
             folder.require_same_config(config)
+            started.append(run)
+    if pretrain is not None and not RunDir(pretrain.run_dir).finished and set(started) - {pretrain}:
+        raise ConfigError(f"{path}: runs in {bench.out_dir} started from a pretrained model that is no longer in "
+                          f"{pretrain.run_dir} (missing or unfinished); a new one would mix two starting points in "
+                          f"one table: delete the whole {bench.out_dir}, or use another bench.out_dir")
     return bench
 
 
