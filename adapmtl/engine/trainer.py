@@ -28,6 +28,7 @@ from adapmtl.engine.config import Config, ConfigError
 from adapmtl.engine.data import build_dataset, build_tasks, eval_loader, train_loader
 from adapmtl.engine.distributed import Distributed, all_reduce_mean, all_reduce_sum, barrier, collectives, setup
 from adapmtl.engine.evaluate import evaluate, move
+from adapmtl.engine.interrupt import interrupt_between_steps
 from adapmtl.engine.logger import RunLogger, run_warnings
 from adapmtl.engine.rundir import RunDir, RunDirError, read_state
 from adapmtl.engine.runlock import lock_run_dir, raise_if_busy
@@ -531,8 +532,9 @@ def _loop(run: Run, stop_at: int | None, notes: list[str] | None = None) -> dict
                disable=not (t.progress and run.env.is_main))
     started = time.perf_counter()
     try:
-        with collectives(run.env, "training's communication"):  # DDP's collectives in forward and backward too
-            for batch in loader:
+        with collectives(run.env, "training's communication"), interrupt_between_steps() as interrupted:
+            for batch in loader:  # (collectives: DDP's in forward and backward too)
+                interrupted()  # a Ctrl-C during the last step stops here, with every file closed
                 losses = train_step(run, move(batch, run.env.device))
                 report = run.method.after_step(run.model, run.step)
                 if run.step % t.log_every == 0 or run.step in (1, t.steps):
