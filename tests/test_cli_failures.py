@@ -68,7 +68,9 @@ def test_ctrl_c_during_training_says_how_to_continue(tmp_path):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "adapmtl", "train", "--config", "quickstart", "--run-dir", str(run), *TINY,
                "train.steps=100000", "train.checkpoint_every=2"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a test run started in the background inherits an ignored SIGINT, and so would the child: restore it
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (run / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -1,6 +1,6 @@
-"""Ctrl-C between training steps: a SIGINT that lands mid-step (while TensorBoard's writer or a
-checkpoint is being written) can leave a lock held, and closing the writer then waits forever; so the
-first Ctrl-C takes effect when the current step ends, and a second one at once."""
+"""Ctrl-C between training steps: the first Ctrl-C takes effect when the current step ends, so that
+nothing the step writes (a checkpoint, the log, TensorBoard's event file) is cut mid-write; a second
+one takes effect at once."""
 from __future__ import annotations
 
 import signal
@@ -13,9 +13,9 @@ from typing import Callable, Iterator
 def interrupt_between_steps() -> Iterator[Callable[[], None]]:
     """Yield `check`: call it between steps; it raises KeyboardInterrupt if Ctrl-C (SIGINT) came since.
     A second SIGINT raises KeyboardInterrupt where it lands. Outside the main thread (where Python
-    cannot install handlers) `check` does nothing and SIGINT behaves as before."""
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: None
+    cannot install handlers), or where SIGINT is ignored, `check` does nothing and SIGINT behaves as before."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield lambda: None  # no handler possible, or SIGINT ignored on purpose (a background job): leave it so
         return
     pending: list[int] = []
 
