@@ -81,6 +81,7 @@ class BenchSection(BaseModel):
         None, description="train one dense model first (out_dir/pretrain: the shared config with these `train` keys "
         "replaced, e.g. {steps: 12000, lr_step: 4800}) and start every run from it (train.init_from); "
         "null: every run starts from the model's initialisation")
+
     @field_validator("pretrain")
     @classmethod
     def _pretrain_steps(cls, pretrain: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
@@ -119,6 +120,11 @@ class BenchSection(BaseModel):
 
 # Step counts of `train` that scale with the budget, so that a longer run has the same schedule shape.
 _SCALED_STEPS = ("steps", "lr_step", "log_every", "val_every", "checkpoint_every")
+
+
+def _scaled_schedule(train: Any, factor: float) -> dict[str, int]:
+    """The `_SCALED_STEPS` of `train` (a TrainConfig) times `factor`, each at least 1."""
+    return {key: max(1, round(getattr(train, key) * factor)) for key in _SCALED_STEPS}
 
 
 @dataclass(frozen=True)
@@ -184,7 +190,7 @@ class Bench:
         config = validate_config(raw, where)
         if run.budget == 1:
             return config
-        raw["train"].update({key: max(1, round(getattr(config.train, key) * run.budget)) for key in _SCALED_STEPS})
+        raw["train"].update(_scaled_schedule(config.train, run.budget))
         return validate_config(raw, where)
 
     def _pretrain_config(self, raw: dict[str, Any]) -> Config:
@@ -195,10 +201,8 @@ class Bench:
         raw["method"] = {"name": BASELINE}
         raw["name"] = "pretrain"
         shared = validate_config(raw, where).train
-        given = self.section.pretrain or {}
-        scale = given["steps"] / shared.steps
-        raw["train"].update({key: max(1, round(getattr(shared, key) * scale)) for key in _SCALED_STEPS})
-        raw["train"].update(given)
+        given = self.section.pretrain
+        raw["train"].update({**_scaled_schedule(shared, given["steps"] / shared.steps), **given})
         return validate_config(raw, where)
 
     def pretrain_run(self) -> Optional[BenchRun]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from adapmtl.inference.fingerprint import fingerprint, outputs_digest, weights_d
 from adapmtl.inference.fold import fold_batchnorm, layers_reached_otherwise
 from adapmtl.inference.paths import build_path
 from adapmtl.inference.timing import LayerChoice, LayerTimer
-from adapmtl.inference.transformer import REWRITES, unfuse_transformers
+from adapmtl.inference.transformer import has_fused_transformers, unfuse_transformers
 from adapmtl.sparsity.bank import find_bank
 
 PLAN_VERSION = 1
@@ -91,13 +90,6 @@ class SparseCompiled(nn.Module):
         return self.module(*args, **kwargs)
 
 
-def elapsed_seconds(run: Callable[[], Any]) -> float:
-    """Wall-clock seconds of one call of `run`."""
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
-
-
 def _capture_inputs(model: nn.Module, names: list[str], example: Any) -> tuple[dict[str, torch.Tensor], Any]:
     """({layer name: its first input}, the model's outputs) from one forward of `model` on `example`."""
     modules = dict(model.named_modules())
@@ -144,7 +136,7 @@ def _unfused(model: nn.Module, check: ModelCheck) -> nn.Module:
     """`model` with PyTorch's fused transformer blocks rewritten (`adapmtl.inference.transformer`),
     or `model` itself where it has none, or (with a RuntimeWarning) where the rewritten model does
     not give `check`'s outputs."""
-    if not any(type(module) in REWRITES for module in model.modules()):
+    if not has_fused_transformers(model):
         return model
     rewritten, _ = unfuse_transformers(copy.deepcopy(model))
     try:
@@ -162,7 +154,7 @@ def _reloaded_unchanged(model: nn.Module, example_input: torch.Tensor, plan: Pla
     else None (the caller checks against the dense model)."""
     record = plan.fingerprint
     if (not record or record.get("threads") != torch.get_num_threads() or not isinstance(example_input, torch.Tensor)
-            or any(type(module) in REWRITES for module in model.modules())
+            or has_fused_transformers(model)
             or record.get("weights") != weights_digest(model)):
         return None
     working = copy.deepcopy(model).eval()
@@ -267,6 +259,6 @@ def compile_sparse(
             _set_module(working, name, module)
     compiled = SparseCompiled(working, Plan(choices, fused, list(example_input.shape)))
     check.verify(compiled)
-    if not any(type(module) in REWRITES for module in model.modules()):
+    if not has_fused_transformers(model):
         compiled.plan.fingerprint = fingerprint(model, check.got["a random input"])
     return compiled

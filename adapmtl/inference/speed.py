@@ -10,7 +10,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from adapmtl.inference.compile import InferenceError, Plan, SparseCompiled, compile_sparse, elapsed_seconds
+from adapmtl.inference.compile import InferenceError, Plan, SparseCompiled, compile_sparse
+from adapmtl.inference.timing import elapsed_seconds
 
 
 @dataclass

@@ -50,7 +50,8 @@ class LayerChoice:
     timed_as: str | None = None
 
 
-def _seconds(run: Callable[[], Any]) -> float:
+def elapsed_seconds(run: Callable[[], Any]) -> float:
+    """Wall-clock seconds of one call of `run`."""
     start = time.perf_counter()
     run()
     return time.perf_counter() - start
@@ -111,7 +112,7 @@ class LayerTimer:
         """Median seconds of up to `repeats` calls, stopping once the fastest is over ABANDON_FACTOR × best."""
         samples = []
         for _ in range(self.repeats):
-            samples.append(_seconds(run))
+            samples.append(elapsed_seconds(run))
             self.calls += 1
             if min(samples) > ABANDON_FACTOR * best:
                 break

@@ -108,6 +108,11 @@ REWRITES = {nn.MultiheadAttention: SplitAttention, nn.TransformerEncoderLayer: U
             nn.TransformerEncoder: UnfusedEncoder}
 
 
+def has_fused_transformers(model: nn.Module) -> bool:
+    """Whether `model` holds a block that `unfuse_transformers` rewrites (see REWRITES)."""
+    return any(type(module) in REWRITES for module in model.modules())
+
+
 def unfuse_transformers(model: nn.Module) -> tuple[nn.Module, int]:
     """(`model` with its PyTorch attention and encoder blocks rewritten, how many were rewritten).
 
