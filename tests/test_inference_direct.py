@@ -209,3 +209,36 @@ def test_direct_is_offered_for_a_dense_conv_since_it_skips_padding():
     with torch.no_grad():
         assert torch.allclose(candidate_paths(dense)["direct"](x), dense(x), atol=1e-5)
     assert set(candidate_paths(nn.Linear(4, 4))) == {"dense"}
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation, size, expected", [
+    (3, 1, 12, 12, 11, range(1, 2)),  # dilation 12 on 11 pixels: the centre tap alone
+    (3, 1, 6, 6, 11, range(0, 3)),  # dilation 6: every tap reaches some pixel
+    (3, 1, 6, 6, 6, range(1, 2)),  # ... but not on 6 pixels
+    (5, 1, 8, 4, 7, range(1, 4)),  # taps at -8, -4, 0, 4, 8: the outer two miss 7 pixels
+    (3, 2, 0, 1, 9, range(0, 3)),  # no padding: every tap is inside
+    (1, 3, 2, 1, 1, range(0)),  # outputs at -2 and 1 of a 1-pixel axis: no tap sees it
+])
+def test_inside_taps_are_those_that_reach_the_image(kernel, stride, padding, dilation, size, expected):
+    from adapmtl.inference.direct import inside_taps
+    out_size = (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    assert inside_taps(kernel, stride, padding, dilation, size, out_size) == expected
+
+
+@needs_kernel
+def test_taps_that_see_only_padding_are_dropped_per_input_size():
+    # dilation 12: a 1x1 convolution on 11x11 maps, a full 3x3 one on 30x30; both exact
+    layer = _sparse(nn.Conv2d(16, 8, 3, padding=12, dilation=12))
+    direct = Direct(layer)
+    small, large = torch.randn(2, 16, 11, 11), torch.randn(1, 16, 30, 30)
+    with torch.no_grad():
+        assert torch.allclose(direct(small), layer(small), atol=1e-5)
+        made_from, trimmed = direct._trimmed_for[(11, 11)]
+        assert trimmed.kernel_size == (1, 1) and trimmed.padding == (0, 0)
+        assert trimmed.values.numel() == int(layer.weight[:, :, 1, 1].ne(0).sum())
+        assert torch.allclose(direct(large), layer(large), atol=1e-5)
+        assert direct._trimmed_for[(30, 30)][1] is None  # every tap reaches a 30x30 map
+        # weights changed in place (a load_state_dict does this) are never served from the stale trim
+        direct.values.mul_(2)
+        layer.weight.mul_(2)
+        assert torch.allclose(direct(small), layer(small), atol=1e-5)

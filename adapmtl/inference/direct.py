@@ -13,6 +13,7 @@ the module still gives the right answer through F.conv2d with the weight rebuilt
 from __future__ import annotations
 
 import warnings
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,30 @@ MIN_BLOCK = 16
 BLOCK_NONZEROS = 64
 
 
+class _Trimmed(NamedTuple):
+    """A Direct layer's nonzeros restricted to the taps that land inside an image of one size: the
+    kernel rows and columns [first, last] that see it, as a smaller kernel with shifted padding."""
+    tap_start: torch.Tensor
+    channels: torch.Tensor
+    values: torch.Tensor
+    kernel_size: tuple[int, int]
+    padding: tuple[int, int]  # may be negative: only the arithmetic input = out·stride − padding + tap·dilation matters
+    blocks: int
+
+
+def inside_taps(kernel: int, stride: int, padding: int, dilation: int, size: int, out_size: int) -> range:
+    """The taps k of one axis for which some output position o in [0, out_size) reads an input
+    position o·stride − padding + k·dilation inside [0, size): a contiguous range (maybe empty),
+    since the position grows with k. A dilated tap on a small map can see only padding."""
+    def sees_image(k: int) -> bool:
+        shift = k * dilation - padding
+        first = 0 if shift >= 0 else -(shift // stride)  # smallest o with o·stride + shift >= 0
+        last = min(out_size - 1, (size - 1 - shift) // stride) if size - 1 - shift >= 0 else -1
+        return first <= last
+    inside = [k for k in range(kernel) if sees_image(k)]
+    return range(inside[0], inside[-1] + 1) if inside else range(0)
+
+
 def _warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
@@ -47,18 +72,34 @@ class Direct(nn.Module):
     def __init__(self, layer: nn.Conv2d, block_channels: int | None = None) -> None:
         super().__init__()
         weight = layer.weight.detach()
-        out_channels, group_width, kh, kw = weight.shape
-        self.in_channels, self.out_channels, self.groups = layer.in_channels, out_channels, layer.groups
+        self.in_channels, self.out_channels, self.groups = layer.in_channels, weight.shape[0], layer.groups
         self.kernel_size, self.stride = layer.kernel_size, layer.stride
         self.padding, self.dilation = layer.padding, layer.dilation
+        self.fixed_block = block_channels
+        tap_start, channels, values, self.block_channels = self._nonzero_order(weight, block_channels)
+        self.blocks = -(-self.in_channels // self.block_channels)
+        self.register_buffer("tap_start", tap_start)
+        self.register_buffer("channels", channels)
+        self.register_buffer("values", values)
+        bias = layer.bias.detach().clone() if layer.bias is not None else None
+        self.register_buffer("bias", bias)
+        # per input size (height, width): the nonzeros of only the taps that land inside the image there,
+        # or None where every tap does; made on first sight of a size (see `_trimmed`), with the
+        # nonzeros' identity then, so that weights loaded or edited in place since are never served stale
+        self._trimmed_for: dict[tuple[int, int], tuple[tuple[int, ...], _Trimmed | None]] = {}
+
+    def _nonzero_order(self, weight: torch.Tensor, block_channels: int | None):
+        """(tap_start, channels, values, block_channels) of `weight` [out, in/groups, kh, kw] in the kernel's
+        order: grouped by (input-channel block, output channel, tap), see kernels/sparse_conv2d.c."""
+        out_channels, group_width, kh, kw = weight.shape
         taps = kh * kw
         nonzeros = int(torch.count_nonzero(weight))
-        self.block_channels = block_channels or self.default_block(layer, nonzeros)
-        self.blocks = blocks = -(-self.in_channels // self.block_channels)
+        block_channels = block_channels or self.default_block(self.groups, self.in_channels, out_channels, nonzeros)
+        blocks = -(-self.in_channels // block_channels)
         # the nonzeros in the kernel's order (block, out, tap, channel) straight from a permuted view of
         # the weight, [blocks, out, kh, kw, block_channels], zero-padded to whole blocks: no sort needed
         # (an argsort of the nonzeros took most of the build time of the paper models' layers)
-        width = group_width if self.groups > 1 else blocks * self.block_channels
+        width = group_width if self.groups > 1 else blocks * block_channels
         if self.groups == 1 and width != group_width:
             weight = F.pad(weight, (0, 0, 0, 0, 0, width - group_width))
         ordered = weight.reshape(out_channels, blocks if self.groups == 1 else 1, -1, kh, kw).permute(1, 0, 3, 4, 2)
@@ -69,24 +110,21 @@ class Direct(nn.Module):
         last = ordered.shape[-1]
         group = index // last  # (block, out, tap), in the kernel's order
         block, out = group // (out_channels * taps), group // taps % out_channels
-        channel = block * self.block_channels + index % last  # the absolute input channel
+        channel = block * block_channels + index % last  # the absolute input channel
         if self.groups > 1:
             channel += out // (out_channels // self.groups) * group_width
         counts = mask.sum(-1, dtype=torch.int64).flatten()  # nonzeros per (block, out, tap)
         counts = F.pad(counts, (0, blocks * out_channels * taps - len(counts)))  # grouped: blocks past the first empty
-        self.register_buffer("tap_start", torch.cat([counts.new_zeros(1), counts.cumsum(0)]))
-        self.register_buffer("channels", channel.to(torch.int32))
-        self.register_buffer("values", ordered.flatten()[index])
-        bias = layer.bias.detach().clone() if layer.bias is not None else None
-        self.register_buffer("bias", bias)
+        tap_start = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        return tap_start, channel.to(torch.int32), ordered.flatten()[index], block_channels
 
     @staticmethod
-    def default_block(layer: nn.Conv2d, nonzeros: int) -> int:
+    def default_block(groups: int, in_channels: int, out_channels: int, nonzeros: int) -> int:
         """Input channels per block: see BLOCK_NONZEROS."""
-        if layer.groups > 1 or nonzeros == 0:
-            return layer.in_channels
-        per_channel = nonzeros / (layer.out_channels * layer.in_channels)  # over all taps
-        return int(min(layer.in_channels, max(MIN_BLOCK, -(-BLOCK_NONZEROS // per_channel))))
+        if groups > 1 or nonzeros == 0:
+            return in_channels
+        per_channel = nonzeros / (out_channels * in_channels)  # over all taps
+        return int(min(in_channels, max(MIN_BLOCK, -(-BLOCK_NONZEROS // per_channel))))
 
     @staticmethod
     def applies(layer: nn.Module) -> bool:
@@ -131,7 +169,30 @@ class Direct(nn.Module):
         out = x.new_empty(x.shape[0], self.out_channels, max(out_h, 0), max(out_w, 0))
         if out.numel() == 0:
             return out
-        geometry = torch.tensor([self.in_channels, height, width, out_h, out_w, *self.kernel_size, *self.stride,
-                                 *self.padding, *self.dilation, self.out_channels, self.blocks], dtype=torch.int64)
-        native.sparse_conv2d(x.contiguous(), out, self.tap_start, self.channels, self.values, self.bias, geometry)
+        identity = tuple(v for t in (self.tap_start, self.channels, self.values) for v in (t.data_ptr(), t._version))
+        made_from, trimmed = self._trimmed_for.get((height, width), (None, None))
+        if made_from != identity:
+            trimmed = self._trimmed(height, width, out_h, out_w)
+            self._trimmed_for[(height, width)] = identity, trimmed
+        nonzeros = trimmed or _Trimmed(
+            self.tap_start, self.channels, self.values, self.kernel_size, self.padding, self.blocks)
+        geometry = torch.tensor([self.in_channels, height, width, out_h, out_w, *nonzeros.kernel_size, *self.stride,
+                                 *nonzeros.padding, *self.dilation, self.out_channels, nonzeros.blocks],
+                                dtype=torch.int64)
+        native.sparse_conv2d(x.contiguous(), out, nonzeros.tap_start, nonzeros.channels, nonzeros.values, self.bias,
+                             geometry)
         return out
+
+    def _trimmed(self, height: int, width: int, out_h: int, out_w: int) -> _Trimmed | None:
+        """The nonzeros of the taps that see an image of height × width (None where all of them do).
+        Why: the kernel skips a tap that sees only padding, but its nonzeros still set the block size
+        and its groups are still walked; a 3×3 conv of dilation 12 on an 11×11 map is a 1×1 conv."""
+        rows, columns = (inside_taps(*axis) for axis in zip(
+            self.kernel_size, self.stride, self.padding, self.dilation, (height, width), (out_h, out_w)))
+        if len(rows) * len(columns) in (0, self.kernel_size[0] * self.kernel_size[1]):
+            return None  # no tap sees the image (the kernel writes the bias), or all do
+        weight = self.dense_weight()[:, :, rows.start:rows.stop, columns.start:columns.stop]
+        tap_start, channels, values, block_channels = self._nonzero_order(weight, self.fixed_block)
+        padding = (self.padding[0] - rows.start * self.dilation[0], self.padding[1] - columns.start * self.dilation[1])
+        return _Trimmed(tap_start, channels, values, (len(rows), len(columns)), padding,
+                        -(-self.in_channels // block_channels))

@@ -175,12 +175,42 @@ DEFINE_TILE(2, 3)
 /* "Same"-size, stride-1 convolutions: flattened, output pixel p reads input pixel p + shift[t] for
  * tap t, so a tile is NV whole vectors of consecutive pixels (rows wrap), with a precomputed mask
  * per (tap, vector) for the lanes whose tap lands inside the image. No lane is wasted on the ends of
- * short rows, which matters most for the small maps of the heads (11 x 11 = 121 pixels, 8 vectors). */
-enum { TOUCH_NONE, TOUCH_SOME, TOUCH_ALL };  /* how much of a tile a tap sees inside the image */
+ * short rows, which matters most for the small maps of the heads (11 x 11 = 121 pixels, 8 vectors).
+ * Each half of a tile knows how much of it a tap sees, so a dilated tap that lands inside the image
+ * for only the top or the bottom rows (dilation 6 on 11 x 11) runs on that half alone. */
+enum { TOUCH_NONE, TOUCH_SOME, TOUCH_ALL };  /* how much of a half-tile a tap sees inside the image */
 typedef struct { const lanes_mask* masks; const uint8_t* touches; const int64_t* shift; int64_t vectors; } flat_table;
 
+/* acc[0 .. NV-1] += val[n] * (NV vectors at base + chan[n] * plane) for n in [n0, n1); masked loads where
+ * `masks` is given. Always inlined with a constant NV, so the sums and masks stay in registers (an
+ * out-of-line or unrolled-by-hand-free loop let GCC keep a sum on the stack: a store-to-load chain
+ * that cost 3x). */
+static inline __attribute__((always_inline)) void add_nonzeros(vec* acc, const int NV, const lanes_mask* masks,
+                                                              const float* base, const int32_t* chan,
+                                                              const float* val, int64_t n0, int64_t n1, int64_t plane) {
+    vec sum[8];  /* a local copy: GCC keeps it in registers, where it spilled the caller's array in the masked loop */
+    for (int v = 0; v < NV; ++v) sum[v] = acc[v];
+    if (masks) {
+        lanes_mask m[8];
+        for (int v = 0; v < NV; ++v) m[v] = masks[v];
+        for (int64_t n = n0; n < n1; ++n) {
+            const vec w = VSET1(val[n]);
+            const float* in = base + (int64_t)chan[n] * plane;
+            for (int v = 0; v < NV; ++v) sum[v] = VFMA(w, VLOAD(m[v], in + LANES * v), sum[v]);
+        }
+    } else { /* every lane inside the image: plain loads, which fuse with the FMA */
+        for (int64_t n = n0; n < n1; ++n) {
+            const vec w = VSET1(val[n]);
+            const float* in = base + (int64_t)chan[n] * plane;
+            for (int v = 0; v < NV; ++v) sum[v] = VFMA(w, VLOADU(in + LANES * v), sum[v]);
+        }
+    }
+    for (int v = 0; v < NV; ++v) acc[v] = sum[v];
+}
+
 #define DEFINE_FLAT_TILE(NV)                                                                          \
-static void flat_tile_##NV(const conv_args* p, const flat_table* f, int64_t block, int64_t o, int64_t v0) { \
+__attribute__((noinline)) static void flat_tile_##NV(const conv_args* p, const flat_table* f, int64_t block, int64_t o, int64_t v0) { \
+    enum { HALF = NV / 2 };                                                                          \
     const int64_t T = p->KH * p->KW, plane = p->H * p->W;                                            \
     const int64_t* start = group_start(p, block, o);                                                 \
     if (block > 0 && start[0] == start[T]) return;  /* nothing to add */                             \
@@ -189,24 +219,23 @@ static void flat_tile_##NV(const conv_args* p, const flat_table* f, int64_t bloc
     const vec b = VSET1(p->bias ? p->bias[o] : 0.0f);                                                \
     for (int v = 0; v < NV; ++v)                                                                     \
         acc[v] = block == 0 ? b : VLOAD(columns_mask(0, plane, LANES * (v0 + v)), dst + LANES * v);  \
+    const int64_t halves = 2 * f->vectors / NV;                                                      \
     for (int64_t t = 0; t < T; ++t) {                                                                \
         const int64_t n0 = start[t], n1 = start[t + 1];                                              \
-        const uint8_t touch = f->touches[t * (f->vectors / NV) + v0 / NV];                            \
-        if (n0 == n1 || touch == TOUCH_NONE) continue;                                               \
+        if (n0 == n1) continue;                                                                      \
+        const uint8_t low = f->touches[t * halves + 2 * v0 / NV], high = f->touches[t * halves + 2 * v0 / NV + 1]; \
         const lanes_mask* m = f->masks + t * f->vectors + v0;                                        \
         const float* base = p->x + LANES * v0 + f->shift[t];                                         \
-        if (touch == TOUCH_ALL) { /* every lane inside the image: plain loads, which fuse with the FMA */ \
-            for (int64_t n = n0; n < n1; ++n) {                                                      \
-                const vec w = VSET1(p->val[n]);                                                      \
-                const float* in = base + (int64_t)p->chan[n] * plane;                                \
-                for (int v = 0; v < NV; ++v) acc[v] = VFMA(w, VLOADU(in + LANES * v), acc[v]);       \
-            }                                                                                        \
+        if (low == high) {                                                                           \
+            if (low != TOUCH_NONE)                                                                   \
+                add_nonzeros(acc, NV, low == TOUCH_ALL ? 0 : m, base, p->chan, p->val, n0, n1, plane); \
+        } else if (low == TOUCH_NONE) {                                                              \
+            add_nonzeros(acc + HALF, HALF, high == TOUCH_ALL ? 0 : m + HALF, base + LANES * HALF,    \
+                         p->chan, p->val, n0, n1, plane);                                            \
+        } else if (high == TOUCH_NONE) {                                                             \
+            add_nonzeros(acc, HALF, low == TOUCH_ALL ? 0 : m, base, p->chan, p->val, n0, n1, plane); \
         } else {                                                                                     \
-            for (int64_t n = n0; n < n1; ++n) {                                                      \
-                const vec w = VSET1(p->val[n]);                                                      \
-                const float* in = base + (int64_t)p->chan[n] * plane;                                \
-                for (int v = 0; v < NV; ++v) acc[v] = VFMA(w, VLOAD(m[v], in + LANES * v), acc[v]);  \
-            }                                                                                        \
+            add_nonzeros(acc, NV, m, base, p->chan, p->val, n0, n1, plane);                          \
         }                                                                                            \
     }                                                                                                \
     for (int v = 0; v < NV; ++v) VSTORE(dst + LANES * v, columns_mask(0, plane, LANES * (v0 + v)), acc[v]); \
@@ -217,10 +246,10 @@ DEFINE_FLAT_TILE(8)
 static void conv_flat(const conv_args* p, int64_t o_begin, int64_t o_end) {
     const int64_t T = p->KH * p->KW, plane = p->H * p->W, vectors = (plane + LANES - 1) / LANES;
     const int64_t NV = vectors >= 8 ? 8 : 4, tiles = (vectors + NV - 1) / NV;
-    const int64_t padded = tiles * NV;  /* vectors, rounded up to whole tiles */
+    const int64_t padded = tiles * NV, halves = 2 * tiles;  /* vectors, rounded up to whole tiles */
     /* aligned: an AVX2 mask is a 32-byte vector, read with aligned loads */
     lanes_mask* masks = aligned_alloc(64, (sizeof(lanes_mask) * T * padded + 63) / 64 * 64);
-    uint8_t* touches = malloc(T * tiles);
+    uint8_t* touches = malloc(T * halves);
     int64_t* shift = malloc(sizeof(int64_t) * T);
     if (!masks || !touches || !shift) {
         free(masks); free(touches); free(shift);
@@ -230,9 +259,9 @@ static void conv_flat(const conv_args* p, int64_t o_begin, int64_t o_end) {
     for (int64_t t = 0; t < T; ++t) {
         const int64_t shift_h = (t / p->KW) * p->dh - p->ph, shift_w = (t % p->KW) * p->dw - p->pw;
         shift[t] = shift_h * p->W + shift_w;
-        for (int64_t tile = 0; tile < tiles; ++tile) {
+        for (int64_t half = 0; half < halves; ++half) {
             int any = 0, all = 1;
-            for (int64_t v = tile * NV; v < (tile + 1) * NV; ++v) {
+            for (int64_t v = half * NV / 2; v < (half + 1) * NV / 2; ++v) {
                 uint32_t bits = 0;
                 for (int64_t j = 0; j < LANES; ++j) {
                     const int64_t pixel = v * LANES + j, ih = pixel / p->W + shift_h, iw = pixel % p->W + shift_w;
@@ -242,7 +271,7 @@ static void conv_flat(const conv_args* p, int64_t o_begin, int64_t o_end) {
                 any |= bits != 0;
                 all &= bits == (1u << LANES) - 1u;
             }
-            touches[t * tiles + tile] = all ? TOUCH_ALL : any ? TOUCH_SOME : TOUCH_NONE;
+            touches[t * halves + half] = all ? TOUCH_ALL : any ? TOUCH_SOME : TOUCH_NONE;
         }
     }
     const flat_table f = {masks, touches, shift, padded};
