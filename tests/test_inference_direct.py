@@ -24,6 +24,9 @@ CONVS = {
     "5x3 odd kernel": lambda: nn.Conv2d(8, 6, (5, 3), padding=(2, 1)),
     "depthwise": lambda: nn.Conv2d(6, 6, 3, padding=1, groups=6),
     "grouped": lambda: nn.Conv2d(8, 6, 3, padding=1, groups=2),
+    # over 16 nonzeros per input channel: the kernel runs on an aligned copy with planes padded to whole vectors
+    "1x1, many outputs": lambda: nn.Conv2d(8, 64, 1),
+    "3x3 dilation 2, many outputs": lambda: nn.Conv2d(8, 64, 3, padding=2, dilation=2),
 }
 # widths 11, 23 and 53 reach the kernel's three tile shapes (one, two and three vectors of columns)
 SHAPES = [(1, 9, 11), (3, 17, 23), (2, 6, 53)]
