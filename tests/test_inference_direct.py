@@ -236,11 +236,11 @@ def test_taps_that_see_only_padding_are_dropped_per_input_size():
     small, large = torch.randn(2, 16, 11, 11), torch.randn(1, 16, 30, 30)
     with torch.no_grad():
         assert torch.allclose(direct(small), layer(small), atol=1e-5)
-        made_from, trimmed = direct._trimmed_for[(11, 11)]
+        trimmed = direct._for_size[(11, 11)][1]
         assert trimmed.kernel_size == (1, 1) and trimmed.padding == (0, 0)
         assert trimmed.values.numel() == int(layer.weight[:, :, 1, 1].ne(0).sum())
         assert torch.allclose(direct(large), layer(large), atol=1e-5)
-        assert direct._trimmed_for[(30, 30)][1] is None  # every tap reaches a 30x30 map
+        assert direct._for_size[(30, 30)][1].values is direct.values  # every tap reaches a 30x30 map
         # weights changed in place (a load_state_dict does this) are never served from the stale trim
         direct.values.mul_(2)
         layer.weight.mul_(2)

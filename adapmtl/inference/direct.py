@@ -83,10 +83,11 @@ class Direct(nn.Module):
         self.register_buffer("values", values)
         bias = layer.bias.detach().clone() if layer.bias is not None else None
         self.register_buffer("bias", bias)
-        # per input size (height, width): the nonzeros of only the taps that land inside the image there,
-        # or None where every tap does; made on first sight of a size (see `_trimmed`), with the
-        # nonzeros' identity then, so that weights loaded or edited in place since are never served stale
-        self._trimmed_for: dict[tuple[int, int], tuple[tuple[int, ...], _Trimmed | None]] = {}
+        # per input size (height, width): the nonzeros of the taps that land inside the image there (all of
+        # them, or a trimmed copy: see `_trimmed`) and the kernel's geometry tensor, made on first sight of a
+        # size with the nonzeros' identity then, so that weights loaded or edited in place since are never
+        # served stale
+        self._for_size: dict[tuple[int, int], tuple[tuple[int, ...], _Trimmed, torch.Tensor]] = {}
 
     def _nonzero_order(self, weight: torch.Tensor, block_channels: int | None):
         """(tap_start, channels, values, block_channels) of `weight` [out, in/groups, kh, kw] in the kernel's
@@ -170,15 +171,14 @@ class Direct(nn.Module):
         if out.numel() == 0:
             return out
         identity = tuple(v for t in (self.tap_start, self.channels, self.values) for v in (t.data_ptr(), t._version))
-        made_from, trimmed = self._trimmed_for.get((height, width), (None, None))
+        made_from, nonzeros, geometry = self._for_size.get((height, width), (None, None, None))
         if made_from != identity:
-            trimmed = self._trimmed(height, width, out_h, out_w)
-            self._trimmed_for[(height, width)] = identity, trimmed
-        nonzeros = trimmed or _Trimmed(
-            self.tap_start, self.channels, self.values, self.kernel_size, self.padding, self.blocks)
-        geometry = torch.tensor([self.in_channels, height, width, out_h, out_w, *nonzeros.kernel_size, *self.stride,
-                                 *nonzeros.padding, *self.dilation, self.out_channels, nonzeros.blocks],
-                                dtype=torch.int64)
+            nonzeros = self._trimmed(height, width, out_h, out_w) or _Trimmed(
+                self.tap_start, self.channels, self.values, self.kernel_size, self.padding, self.blocks)
+            geometry = torch.tensor([self.in_channels, height, width, out_h, out_w, *nonzeros.kernel_size,
+                                     *self.stride, *nonzeros.padding, *self.dilation, self.out_channels,
+                                     nonzeros.blocks], dtype=torch.int64)
+            self._for_size[(height, width)] = identity, nonzeros, geometry
         native.sparse_conv2d(x.contiguous(), out, nonzeros.tap_start, nonzeros.channels, nonzeros.values, self.bias,
                              geometry)
         return out
