@@ -1,5 +1,7 @@
 """compile_sparse's timing (adapmtl.inference.timing): identical layers timed once, candidates that
 cannot win not run, every choice still checked, and a saved plan reloaded without timing."""
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -86,6 +88,20 @@ def test_a_candidate_that_cannot_win_is_not_run():
     assert "csr" not in choice.times_ms and "dense" in choice.times_ms
     assert work("dense", layer, x) == 16 * 16 * 9 * 24 * 24
     assert work("csr", layer, x) == int(layer.weight.ne(0).sum()) * 24 * 24
+
+
+@pytest.mark.skipif(native.kernels() is None, reason="no C compiler")
+def test_a_paths_one_time_preparation_is_not_taken_for_its_speed(monkeypatch):
+    # the direct path trims a dilated layer's taps on first sight of an input size; made slow here, that
+    # preparation once made the race abandon direct on the paper's ASPP layers (its warm-up looked 3x slower)
+    from adapmtl.inference.direct import Direct
+    real_trimmed = Direct._trimmed
+    monkeypatch.setattr(Direct, "_trimmed", lambda self, *a: time.sleep(0.5) or real_trimmed(self, *a))
+    layer = _pruned(nn.Conv2d(64, 64, 3, padding=12, dilation=12), 0.9, 0)
+    x = torch.randn(1, 64, 11, 11)  # only the centre tap reaches the image
+    choice, module = LayerTimer(repeats=3).choose("layer", layer, x)
+    assert choice.path == "direct" and choice.times_ms["direct"] < 100
+    assert module._for_size[(11, 11)][1].kernel_size == (1, 1)
 
 
 def test_a_saved_plan_reloads_without_timing_and_checks_on_the_example(tmp_path, monkeypatch):

@@ -150,6 +150,8 @@ class LayerTimer:
             if rate and work(path, layer, x) / rate > SKIP_FACTOR * best:
                 continue  # even at its best rate so far it would lose by far
             module = kind(layer)
+            if hasattr(module, "prepare"):  # one-time work per input size (Direct): not the path's speed
+                module.prepare(x)
             start = time.perf_counter()
             got = module(x)  # the warm-up: first calls allocate
             warm_up = time.perf_counter() - start
