@@ -23,6 +23,7 @@ CONVS = {
     "dilation past the image": lambda: nn.Conv2d(8, 12, 3, padding=30, dilation=30),  # off-centre taps see padding
     "5x3 odd kernel": lambda: nn.Conv2d(8, 6, (5, 3), padding=(2, 1)),
     "depthwise": lambda: nn.Conv2d(6, 6, 3, padding=1, groups=6),
+    "depthwise, dilation past the image": lambda: nn.Conv2d(6, 6, 3, padding=20, dilation=20, groups=6),
     "grouped": lambda: nn.Conv2d(8, 6, 3, padding=1, groups=2),
     # over 16 nonzeros per input channel: the kernel runs on an aligned copy with planes padded to whole vectors
     "1x1, many outputs": lambda: nn.Conv2d(8, 64, 1),

@@ -257,6 +257,22 @@ static int worth_aligning(const conv_args* p, int64_t plane) {
     return plane % LANES != 0 && nonzeros >= 16 * p->C;
 }
 
+/* A buffer of at least `bytes`, 64-byte aligned, kept by the calling thread between calls (and until it
+ * exits): allocated afresh per call, the copy's hundreds of KB were an mmap and its page faults
+ * whenever glibc's thresholds sent it there, which made whole models slower in a process that had
+ * run larger ones before. NULL if it cannot be had. */
+static float* thread_scratch(size_t bytes) {
+    static _Thread_local float* buffer = 0;
+    static _Thread_local size_t capacity = 0;
+    if (bytes > capacity) {
+        free(buffer);
+        capacity = (bytes + 63) / 64 * 64;
+        buffer = aligned_alloc(64, capacity);
+        if (!buffer) capacity = 0;
+    }
+    return buffer;
+}
+
 static void conv_flat(const conv_args* p, int64_t o_begin, int64_t o_end) {
     const int64_t T = p->KH * p->KW, plane = p->H * p->W, vectors = (plane + LANES - 1) / LANES;
     const int64_t NV = vectors >= 8 ? 8 : 4, tiles = (vectors + NV - 1) / NV;
@@ -266,9 +282,9 @@ static void conv_flat(const conv_args* p, int64_t o_begin, int64_t o_end) {
     lanes_mask* masks = aligned_alloc(64, (sizeof(lanes_mask) * T * padded + 63) / 64 * 64);
     uint8_t* touches = malloc(T * halves);
     int64_t* shift = malloc(sizeof(int64_t) * T);
-    float* copy = in_plane != plane ? aligned_alloc(64, (sizeof(float) * p->C * in_plane + 63) / 64 * 64) : 0;
+    float* copy = in_plane != plane ? thread_scratch(sizeof(float) * p->C * in_plane) : 0;
     if (!masks || !touches || !shift || (in_plane != plane && !copy)) {
-        free(masks); free(touches); free(shift); free(copy);
+        free(masks); free(touches); free(shift);
         for (int64_t o = o_begin; o < o_end; ++o) conv_portable(p, o);
         return;
     }
@@ -306,7 +322,7 @@ static void conv_flat(const conv_args* p, int64_t o_begin, int64_t o_end) {
             for (int64_t o = o_begin; o < o_end; ++o) {
                 if (NV == 8) flat_tile_8(&q, &f, block, o, v0); else flat_tile_4(&q, &f, block, o, v0);
             }
-    free(masks); free(touches); free(shift); free(copy);
+    free(masks); free(touches); free(shift);
 }
 
 #define ROW_TILES(tile) \
