@@ -246,3 +246,16 @@ def test_taps_that_see_only_padding_are_dropped_per_input_size():
         direct.values.mul_(2)
         layer.weight.mul_(2)
         assert torch.allclose(direct(small), layer(small), atol=1e-5)
+
+
+@needs_kernel
+def test_a_layer_keeps_a_bounded_number_of_input_sizes(monkeypatch):
+    from adapmtl.inference import direct as direct_module
+    monkeypatch.setattr(direct_module, "MAX_SIZES_KEPT", 2)
+    layer = _sparse(nn.Conv2d(8, 6, 3, padding=12, dilation=12))
+    direct = Direct(layer)
+    with torch.no_grad():
+        for size in (5, 9, 14, 30):
+            x = torch.randn(1, 8, size, size)
+            assert torch.allclose(direct(x), layer(x), atol=1e-5), size
+            assert len(direct._for_size) <= 2

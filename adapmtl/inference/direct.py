@@ -31,6 +31,7 @@ _warned: set[str] = set()
 # blocks only cost), see benchmarks/inference.py.
 MIN_BLOCK = 16
 BLOCK_NONZEROS = 64
+MAX_SIZES_KEPT = 32  # input sizes whose (trimmed) nonzeros a Direct layer keeps at once
 
 
 class _Trimmed(NamedTuple):
@@ -194,6 +195,8 @@ class Direct(nn.Module):
             geometry = torch.tensor([self.in_channels, height, width, out_h, out_w, *nonzeros.kernel_size,
                                      *self.stride, *nonzeros.padding, *self.dilation, self.out_channels,
                                      nonzeros.blocks], dtype=torch.int64)
+            if len(self._for_size) >= MAX_SIZES_KEPT:  # inputs of ever-new sizes: do not grow without bound
+                self._for_size.clear()
             self._for_size[(height, width)] = identity, nonzeros, geometry
         return nonzeros, geometry
 
