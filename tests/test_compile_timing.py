@@ -1,5 +1,6 @@
 """compile_sparse's timing (adapmtl.inference.timing): identical layers timed once, candidates that
 cannot win not run, every choice still checked, and a saved plan reloaded without timing."""
+import copy
 import time
 
 import pytest
@@ -178,3 +179,37 @@ def test_a_reload_of_unchanged_weights_needs_no_dense_forward_and_a_changed_mode
         assert checks == [1, 1]
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_reload_checks_an_example_that_is_not_the_plans(tmp_path):
+    # the fast reload runs only its own random input: an example of another shape or dtype must still be
+    # checked (and refused where the model cannot take it), never accepted unseen
+    model = _stack(2)
+    x = torch.randn(1, 16, 12, 12)
+    compile_sparse(model, x, repeats=1).plan.save(tmp_path / "plan.json")
+    with pytest.raises(InferenceError):
+        compile_sparse(model, torch.randn(1, 4, 12, 12), plan=tmp_path / "plan.json")  # 4 channels, not 16
+    with pytest.raises(InferenceError):
+        compile_sparse(model, torch.zeros(1, 16, 12, 12, dtype=torch.int64), plan=tmp_path / "plan.json")
+    other = torch.randn(2, 16, 9, 15)  # another shape is fine, and checked on that input
+    assert torch.allclose(compile_sparse(model, other, plan=tmp_path / "plan.json")(other), model(other), atol=1e-5)
+
+
+def test_the_compiled_model_is_inference_only_and_its_csr_weights_load_with_the_state_dict():
+    from adapmtl.inference.paths import CSR
+    model = _stack(2)
+    x = torch.randn(1, 16, 12, 12, requires_grad=True)
+    compiled = compile_sparse(model, x.detach(), repeats=1)
+    assert not compiled(x).requires_grad  # no output claims a gradient the kernels do not give
+    # a CSR layer's weights are buffers: a state_dict loaded into it is used, not silently ignored
+    layer = _pruned(nn.Conv2d(16, 16, 3, padding=1), 0.9, 5)
+    other = _pruned(nn.Conv2d(16, 16, 3, padding=1), 0.9, 5)
+    with torch.no_grad():
+        other.weight.mul_(2)
+        other.bias.mul_(2)
+    csr, twice = CSR(layer), CSR(other)
+    csr.load_state_dict(twice.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(csr(x.detach()), other(x.detach()), atol=1e-5)
+        assert torch.allclose(copy.deepcopy(csr).double()(x.detach().double()), other.double()(x.detach().double()),
+                              atol=1e-10)

@@ -148,8 +148,13 @@ def test_a_plan_that_no_longer_fits_the_model(tmp_path):
         compile_sparse(model, x, plan=tmp_path / "plan.json")
     data["layers"]["conv3"] = data["layers"].pop("conv1")
     (tmp_path / "plan.json").write_text(json.dumps(data))
-    with pytest.raises(InferenceError, match=r"does not match the model's layers: \['conv1', 'conv3'\]"):
+    with pytest.raises(InferenceError, match=r"1 of the model's layers are not in the plan \['conv1'\], "
+                                             r"1 of the plan's are not in the model \['conv3'\]"):
         compile_sparse(model, x, plan=Plan.load(tmp_path / "plan.json"))
+    with pytest.raises(InferenceError, match="expected a Plan or the path of its JSON file, got dict"):
+        compile_sparse(model, x, plan=data)
+    with pytest.raises(InferenceError, match="not the JSON text itself"):
+        compile_sparse(model, x, plan=json.dumps(data))
 
 
 def test_a_fold_that_changes_the_outputs_is_not_used(monkeypatch):

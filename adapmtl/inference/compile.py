@@ -86,8 +86,10 @@ class SparseCompiled(nn.Module):
         self.plan = plan
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """The model's outputs, computed by the chosen paths."""
-        return self.module(*args, **kwargs)
+        """The model's outputs, computed by the chosen paths. Inference only: run without autograd, so
+        that no output claims a gradient the native kernels do not give (a backward raises)."""
+        with torch.no_grad():
+            return self.module(*args, **kwargs)
 
 
 def _capture_inputs(model: nn.Module, names: list[str], example: Any) -> tuple[dict[str, torch.Tensor], Any]:
@@ -120,9 +122,11 @@ def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
 
 def _layer_paths_from_plan(working: nn.Module, names: list[str], plan: Plan) -> None:
     """Replace each layer by the path `plan` recorded for it; InferenceError where the plan does not fit."""
-    unknown = sorted(set(plan.layers) ^ set(names))
-    if unknown:
-        raise InferenceError(f"the plan does not match the model's layers: {unknown[:5]}")
+    missing, extra = sorted(set(names) - set(plan.layers)), sorted(set(plan.layers) - set(names))
+    if missing or extra:
+        raise InferenceError(f"the plan does not match the model's layers: {len(missing)} of the model's layers "
+                             f"are not in the plan {missing[:5]}, {len(extra)} of the plan's are not in the model "
+                             f"{extra[:5]} (a plan from another model?)")
     for name in names:
         path = plan.layers[name].path
         try:
@@ -153,7 +157,9 @@ def _reloaded_unchanged(model: nn.Module, example_input: torch.Tensor, plan: Pla
     check when the plan was made, on the same weights and thread count (`adapmtl.inference.fingerprint`);
     else None (the caller checks against the dense model)."""
     record = plan.fingerprint
+    # anything but a float input of the plan's shape gets the ordinary check, which also says what is wrong
     if (not record or record.get("threads") != torch.get_num_threads() or not isinstance(example_input, torch.Tensor)
+            or not example_input.is_floating_point() or list(example_input.shape) != list(plan.input_shape)
             or has_fused_transformers(model)
             or record.get("weights") != weights_digest(model)):
         return None
@@ -219,8 +225,12 @@ def compile_sparse(
     """
     if find_bank(model) is not None:
         raise InferenceError("compile_sparse needs a finalized model: call adapmtl.finalize(model) first")
+    if isinstance(plan, str) and plan.lstrip().startswith("{"):
+        raise InferenceError("plan: pass a Plan or the path of its JSON file, not the JSON text itself")
     if isinstance(plan, (str, Path)):
         plan = Plan.load(plan)
+    elif plan is not None and not isinstance(plan, Plan):
+        raise InferenceError(f"plan: expected a Plan or the path of its JSON file, got {type(plan).__name__}")
     if plan is not None and (same := _reloaded_unchanged(model, example_input, plan)) is not None:
         return same
     working = copy.deepcopy(model).eval()

@@ -91,7 +91,13 @@ class CSR(nn.Module):
         weight = layer.weight.detach()
         with warnings.catch_warnings():  # PyTorch flags CSR as beta on every conversion
             warnings.simplefilter("ignore", UserWarning)
-            self.csr = weight.reshape(weight.shape[0], -1).to_sparse_csr()
+            csr = weight.reshape(weight.shape[0], -1).to_sparse_csr()
+        # the CSR arrays are buffers, the matrix is made from them per call: a CSR tensor held as an
+        # attribute stayed out of state_dict(), so load_state_dict left its old weights (silently)
+        self.register_buffer("crow_indices", csr.crow_indices())
+        self.register_buffer("col_indices", csr.col_indices())
+        self.register_buffer("values", csr.values())
+        self.matrix_size = tuple(csr.shape)
         bias = layer.bias.detach().clone() if layer.bias is not None else None
         self.register_buffer("bias", bias)
         self.kernel_size, self.stride = layer.kernel_size, layer.stride
@@ -110,11 +116,11 @@ class CSR(nn.Module):
         """Only for a weight with zeros: a dense weight as CSR is never faster."""
         return bool(layer.weight.detach().eq(0).any())
 
-    def _apply(self, fn, recurse=True):  # keep the CSR matrix on the module's device and dtype
-        super()._apply(fn, recurse)
-        if self.conv:
-            self.csr = fn(self.csr)
-        return self
+    def _matrix(self) -> torch.Tensor:
+        """The weight [out, in·kh·kw] as a CSR tensor over the current buffers (no copy)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(self.crow_indices, self.col_indices, self.values, self.matrix_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The original layer's output for `x` ([B, C, H, W] or [..., in_features])."""
@@ -127,11 +133,12 @@ class CSR(nn.Module):
         else:
             columns = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # [B, C·k·k, L]
             out_h, out_w = conv_output_size(self, height, width)
+        matrix = self._matrix()
         if batch == 1:
-            out = (self.csr @ columns[0]).unsqueeze(0)
+            out = (matrix @ columns[0]).unsqueeze(0)
         else:  # one product over all images: [C·k·k, B·L]
             stacked = columns.transpose(0, 1).reshape(columns.shape[1], -1)
-            out = (self.csr @ stacked).reshape(-1, batch, columns.shape[2]).transpose(0, 1)
+            out = (matrix @ stacked).reshape(-1, batch, columns.shape[2]).transpose(0, 1)
         out = out.reshape(batch, -1, out_h, out_w)
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1, 1)
