@@ -213,3 +213,13 @@ def test_the_compiled_model_is_inference_only_and_its_csr_weights_load_with_the_
         assert torch.allclose(csr(x.detach()), other(x.detach()), atol=1e-5)
         assert torch.allclose(copy.deepcopy(csr).double()(x.detach().double()), other.double()(x.detach().double()),
                               atol=1e-10)
+
+
+def test_an_empty_batch_gives_an_empty_output_on_every_path():
+    from adapmtl.inference.paths import PATHS
+    layer = _pruned(nn.Conv2d(16, 8, 3, padding=1), 0.9, 3)
+    x = torch.randn(0, 16, 12, 12)
+    for name, path in PATHS.items():
+        if path.applies(layer):
+            with torch.no_grad():
+                assert path(layer)(x).shape == (0, 8, 12, 12), name

@@ -127,6 +127,9 @@ class CSR(nn.Module):
         if not self.conv:
             return self.linear(x)
         batch, _, height, width = x.shape
+        if batch == 0 or height == 0 or width == 0:  # nothing to multiply (the products below cannot reshape 0)
+            out_h, out_w = conv_output_size(self, height, width)
+            return x.new_empty(batch, self.matrix_size[0], max(out_h, 0), max(out_w, 0))
         if self.pointwise:
             columns = x.reshape(batch, x.shape[1], -1)  # [B, C, H·W]
             out_h, out_w = height, width
