@@ -223,3 +223,17 @@ def test_an_empty_batch_gives_an_empty_output_on_every_path():
         if path.applies(layer):
             with torch.no_grad():
                 assert path(layer)(x).shape == (0, 8, 12, 12), name
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_a_conv_with_padding_given_as_a_word_compiles(padding):
+    # an all-zero filter offers "shrunk", which computes the output size from numeric padding
+    torch.manual_seed(0)
+    model = nn.Sequential(_pruned(nn.Conv2d(8, 8, 3, padding=padding), 0.9, 1), nn.ReLU()).eval()
+    with torch.no_grad():
+        model[0].weight[2].zero_()
+    x = torch.randn(1, 8, 10, 10)
+    compiled = compile_sparse(model, x, repeats=1)
+    assert compiled.plan.layers["0"].path in ("dense", "csr", "direct")
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), model(x), atol=1e-5)

@@ -50,8 +50,10 @@ class Shrunk(nn.Module):
 
     @staticmethod
     def applies(layer: Layer) -> bool:
-        """Only when some filter or input channel is entirely zero (and the conv is not grouped)."""
-        if isinstance(layer, nn.Conv2d) and (layer.groups != 1 or layer.padding_mode != "zeros"):
+        """Only when some filter or input channel is entirely zero (and the conv is not grouped, with zero
+        padding given as numbers: its output size is computed from them)."""
+        if isinstance(layer, nn.Conv2d) and (layer.groups != 1 or layer.padding_mode != "zeros"
+                                             or not isinstance(layer.padding, tuple)):
             return False
         weight = layer.weight.detach()
         flat = weight.flatten(2) if weight.dim() > 2 else weight.unsqueeze(-1)
