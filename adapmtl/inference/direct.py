@@ -34,9 +34,10 @@ BLOCK_NONZEROS = 64
 MAX_SIZES_KEPT = 32  # input sizes whose (trimmed) nonzeros a Direct layer keeps at once
 
 
-class _Trimmed(NamedTuple):
-    """A Direct layer's nonzeros restricted to the taps that land inside an image of one size: the
-    kernel rows and columns [first, last] that see it, as a smaller kernel with shifted padding."""
+class _Nonzeros(NamedTuple):
+    """The nonzeros one call of the kernel uses, in its order: all of a Direct layer's, or those of the
+    taps that land inside an image of one size (kernel rows and columns [first, last], as a smaller
+    kernel with shifted padding)."""
     tap_start: torch.Tensor
     channels: torch.Tensor
     values: torch.Tensor
@@ -56,6 +57,11 @@ def inside_taps(kernel: int, stride: int, padding: int, dilation: int, size: int
         return first <= last
     inside = [k for k in range(kernel) if sees_image(k)]
     return range(inside[0], inside[-1] + 1) if inside else range(0)
+
+
+def _starts(counts: torch.Tensor) -> torch.Tensor:
+    """Where each (block, out, tap) group begins in the nonzeros, from the groups' sizes, with the end last."""
+    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
 
 def _warn_once(message: str) -> None:
@@ -89,7 +95,7 @@ class Direct(nn.Module):
         # them, or a trimmed copy: see `_trimmed`) and the kernel's geometry tensor, made on first sight of a
         # size with the nonzeros' identity then, so that weights loaded or edited in place since are never
         # served stale
-        self._for_size: dict[tuple[int, int], tuple[tuple[int, ...], _Trimmed, torch.Tensor]] = {}
+        self._for_size: dict[tuple[int, int], tuple[tuple[int, ...], _Nonzeros, torch.Tensor]] = {}
 
     def _nonzero_order(self, weight: torch.Tensor, block_channels: int | None):
         """(tap_start, channels, values, block_channels) of `weight` [out, in/groups, kh, kw] in the kernel's
@@ -121,8 +127,7 @@ class Direct(nn.Module):
         if self.groups > 1:
             channel += group // taps % out_channels // (out_channels // self.groups) * group_width
         # nonzeros per (block, out, tap); grouped: the blocks past the first stay empty
-        counts = torch.bincount(group, minlength=blocks * out_channels * taps)
-        tap_start = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        tap_start = _starts(torch.bincount(group, minlength=blocks * out_channels * taps))
         return tap_start, channel.to(torch.int32), ordered.flatten()[index], block_channels
 
     @staticmethod
@@ -181,7 +186,7 @@ class Direct(nn.Module):
                              geometry)
         return out
 
-    def prepare(self, x: torch.Tensor) -> tuple[_Trimmed, torch.Tensor]:
+    def prepare(self, x: torch.Tensor) -> tuple[_Nonzeros, torch.Tensor]:
         """(the nonzeros, the kernel's geometry tensor) for inputs of `x`'s height and width, made on the
         first call for a size (tens of ms on a large layer whose taps are trimmed) and kept. Timing code
         calls it before the first timed call, so that this one-time cost is not taken for the path's speed."""
@@ -190,7 +195,7 @@ class Direct(nn.Module):
         made_from, nonzeros, geometry = self._for_size.get((height, width), (None, None, None))
         if made_from != identity:
             out_h, out_w = conv_output_size(self, height, width)
-            nonzeros = self._trimmed(height, width, out_h, out_w) or _Trimmed(
+            nonzeros = self._trimmed(height, width, out_h, out_w) or _Nonzeros(
                 self.tap_start, self.channels, self.values, self.kernel_size, self.padding, self.blocks)
             geometry = torch.tensor([self.in_channels, height, width, out_h, out_w, *nonzeros.kernel_size,
                                      *self.stride, *nonzeros.padding, *self.dilation, self.out_channels,
@@ -200,7 +205,7 @@ class Direct(nn.Module):
             self._for_size[(height, width)] = identity, nonzeros, geometry
         return nonzeros, geometry
 
-    def _trimmed(self, height: int, width: int, out_h: int, out_w: int) -> _Trimmed | None:
+    def _trimmed(self, height: int, width: int, out_h: int, out_w: int) -> _Nonzeros | None:
         """The nonzeros of the taps that see an image of height × width (None where all of them do).
         Why: the kernel skips a tap that sees only padding, but its nonzeros still set the block size
         and its groups are still walked; a 3×3 conv of dilation 12 on an 11×11 map is a 1×1 conv."""
@@ -210,7 +215,7 @@ class Direct(nn.Module):
             return None  # no tap sees the image (the kernel writes the bias), or all do
         tap_start, channels, values, block_channels = self._taps_only(rows, columns)
         padding = (self.padding[0] - rows.start * self.dilation[0], self.padding[1] - columns.start * self.dilation[1])
-        return _Trimmed(tap_start, channels, values, (len(rows), len(columns)), padding,
+        return _Nonzeros(tap_start, channels, values, (len(rows), len(columns)), padding,
                         -(-self.in_channels // block_channels))
 
     def _taps_only(self, rows: range, columns: range):
@@ -236,6 +241,5 @@ class Direct(nn.Module):
         key = block * (self.out_channels * new_taps) + out_and_tap
         # stable: within a (block, out, tap) the entries keep their order, by input channel
         order = torch.sort(key, stable=True).indices
-        counts = torch.bincount(key, minlength=blocks * self.out_channels * new_taps)
-        tap_start = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        tap_start = _starts(torch.bincount(key, minlength=blocks * self.out_channels * new_taps))
         return tap_start, channels[order], values[order], block_channels

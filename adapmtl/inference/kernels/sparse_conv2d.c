@@ -187,13 +187,13 @@ typedef struct {
 } flat_table;
 
 /* acc[0 .. NV-1] += val[n] * (NV vectors at base + chan[n] * plane) for n in [n0, n1); masked loads where
- * `masks` is given. Always inlined with a constant NV, so the sums and masks stay in registers (an
- * out-of-line or unrolled-by-hand-free loop let GCC keep a sum on the stack: a store-to-load chain
- * that cost 3x). */
+ * `masks` is given. Always inlined with a constant NV, and on a local copy of the sums, so that sums and
+ * masks stay in registers: looping on the caller's array, GCC kept one sum on the stack in the masked
+ * loop, a store-to-load chain on every nonzero. */
 static inline __attribute__((always_inline)) void add_nonzeros(vec* acc, const int NV, const lanes_mask* masks,
                                                               const float* base, const int32_t* chan,
                                                               const float* val, int64_t n0, int64_t n1, int64_t plane) {
-    vec sum[8];  /* a local copy: GCC keeps it in registers, where it spilled the caller's array in the masked loop */
+    vec sum[8];
     for (int v = 0; v < NV; ++v) sum[v] = acc[v];
     if (masks) {
         lanes_mask m[8];
