@@ -19,6 +19,7 @@ from adapmtl.inference.fold import fold_batchnorm, layers_reached_otherwise
 from adapmtl.inference.paths import build_path
 from adapmtl.inference.timing import LayerChoice, LayerTimer
 from adapmtl.inference.transformer import has_fused_transformers, unfuse_transformers
+from adapmtl.inference.upsample import use_separable_upsampling
 from adapmtl.sparsity.bank import find_bank
 
 PLAN_VERSION = 1
@@ -34,6 +35,7 @@ class Plan:
     fused_batchnorm: bool
     input_shape: list[int]
     fingerprint: dict[str, Any] | None = None
+    separable_upsampling: int = 0  # bilinear resizings run by `adapmtl.inference.upsample` (not saved: redone)
 
     def save(self, path: str | Path) -> None:
         """Write the plan as JSON (reload with `Plan.load`, pass to `compile_sparse(plan=...)`).
@@ -74,6 +76,9 @@ class Plan:
             times = ", ".join(f"{p} {t:.2f}" for p, t in c.times_ms.items())
             reused = f" (timed as {c.timed_as})" if c.timed_as else ""
             rows.append(f"{name:<44} {c.sparsity:>8.1%}  {c.path:<7} {times}{reused}")
+        if self.separable_upsampling:
+            rows.append(f"bilinear resizing: {self.separable_upsampling} run as two one-axis passes "
+                        "(adapmtl.inference.upsample)")
         return "\n".join(rows)
 
 
@@ -165,11 +170,12 @@ def _reloaded_unchanged(model: nn.Module, example_input: torch.Tensor, plan: Pla
         return None
     working = copy.deepcopy(model).eval()
     working, fused = fold_batchnorm(working, None) if plan.fused_batchnorm else (working, False)
+    upsampling = use_separable_upsampling(working)
     try:
         _layer_paths_from_plan(working, _layer_names(working), plan)
     except InferenceError:
         return None
-    compiled = SparseCompiled(working, Plan(plan.layers, fused, plan.input_shape, record))
+    compiled = SparseCompiled(working, Plan(plan.layers, fused, plan.input_shape, record, upsampling))
     shape = torch.Size(plan.input_shape)
     random = random_like(torch.empty(shape, dtype=example_input.dtype, device=example_input.device))
     try:
@@ -238,10 +244,11 @@ def compile_sparse(
     unfolded = _unfused(working, check)
     # BatchNorm folded (as the plan says, when there is one); checked below and at the end
     working, fused = fold_batchnorm(unfolded, None) if plan is None or plan.fused_batchnorm else (unfolded, False)
+    upsampling = use_separable_upsampling(working)
     names = _layer_names(working)
     if plan is not None:  # one check at the end, on the example input: reloading takes one dense forward
         _layer_paths_from_plan(working, names, plan)
-        compiled = SparseCompiled(working, Plan(plan.layers, fused, plan.input_shape))
+        compiled = SparseCompiled(working, Plan(plan.layers, fused, plan.input_shape, separable_upsampling=upsampling))
         check.verify(compiled)
         return compiled
 
@@ -252,6 +259,7 @@ def compile_sparse(
         except InferenceError as error:
             warnings.warn(f"{error}; compiling without folding BatchNorm", RuntimeWarning, stacklevel=3)
             working, fused = unfolded, False
+            upsampling = use_separable_upsampling(working)
             names = _layer_names(working)
             inputs, _ = _capture_inputs(working, names, example_input)
     # layers the graph also reads otherwise (a weight passed to a function) stay as they are
@@ -267,7 +275,8 @@ def compile_sparse(
         choices[name], module = timer.choose(name, layer, x)
         if choices[name].path != "dense":
             _set_module(working, name, module)
-    compiled = SparseCompiled(working, Plan(choices, fused, list(example_input.shape)))
+    compiled = SparseCompiled(working, Plan(choices, fused, list(example_input.shape),
+                                            separable_upsampling=upsampling))
     check.verify(compiled)
     if not has_fused_transformers(model):
         compiled.plan.fingerprint = fingerprint(model, check.got["a random input"])
