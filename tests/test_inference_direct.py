@@ -45,14 +45,20 @@ def _sparse(layer: nn.Conv2d, seed: int = 0) -> nn.Conv2d:
 @pytest.mark.parametrize("name", list(CONVS))
 @pytest.mark.parametrize("batch, height, width", SHAPES)
 @pytest.mark.parametrize("block", [None, 3])  # the nonzeros in one block of input channels, or in blocks of 3
-def test_direct_matches_the_dense_conv(name, batch, height, width, block):
+@pytest.mark.parametrize("clamp", [None, (-0.3, 0.4)])  # a fused activation: clamped as the kernel stores
+def test_direct_matches_the_dense_conv(name, batch, height, width, block, clamp):
     torch.manual_seed(1)
     layer = _sparse(CONVS[name]())
     direct = Direct(layer, block)
     assert direct.blocks == (1 if block is None else -(-layer.in_channels // 3))
     x = torch.randn(batch, layer.in_channels, height, width)
+    if clamp:
+        direct.fuse_clamp(*clamp)
     with torch.no_grad():
         expected, got = layer(x), direct(x)
+        if clamp:  # filter 1 is all zero: its last block adds nothing, yet must store the clamped bias
+            expected = expected.clamp(*clamp)
+            assert expected.gt(clamp[0]).any() and expected.lt(clamp[1]).any()
     assert got.shape == expected.shape
     assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
     assert torch.equal(direct.dense_weight(), layer.weight.detach())
@@ -109,6 +115,25 @@ def test_other_dtypes_and_bad_inputs():
     assert not Direct.applies(nn.Linear(8, 6))
 
 
+@needs_kernel
+def test_a_fused_clamp_keeps_nan_and_applies_on_every_dtype():
+    layer = _sparse(nn.Conv2d(8, 6, 3, padding=1))
+    direct = Direct(layer)
+    direct.fuse_clamp(0.0, 6.0)  # ReLU6
+    x = torch.randn(1, 8, 5, 5) * 10
+    x[0, :, 2, 2] = float("nan")  # reaches the 3x3 window around (2, 2) of every output channel with a nonzero there
+    with torch.no_grad():
+        # against torch.clamp of the unclamped sparse output (a dense conv also spreads NaN through zero weights)
+        expected, got = Direct(layer)(x).clamp(0, 6), direct(x)
+        assert torch.equal(got.isnan(), expected.isnan()) and got.isnan().any()
+        assert torch.allclose(got.nan_to_num(), expected.nan_to_num(), atol=1e-5)
+        assert got.nan_to_num().min() == 0 and got.nan_to_num().max() == 6
+        # float64 runs through F.conv2d, with the same clamp
+        x = torch.randn(1, 8, 5, 5, dtype=torch.float64) * 10
+        assert torch.allclose(direct.double()(x), layer.double()(x).clamp(0, 6), atol=1e-12)
+    assert "clamp" not in direct.state_dict()  # redone on reload, not a weight
+
+
 def _run_python(code: str, **env: str) -> str:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={**os.environ, **env}, cwd=Path(__file__).parent)
@@ -126,6 +151,9 @@ for name, make in t.CONVS.items():
         with torch.no_grad():
             for block in (None, 3):
                 assert torch.allclose(Direct(layer, block)(x), layer(x), atol=1e-5), (name, height, width, block)
+                clamped = Direct(layer, block)
+                clamped.fuse_clamp(0.0, 0.5)
+                assert torch.allclose(clamped(x), layer(x).clamp(0, 0.5), atol=1e-5), (name, height, width, block)
 """
 
 

@@ -13,6 +13,7 @@ import torch.fx as fx
 from torch import nn
 
 from adapmtl.files import write_atomic
+from adapmtl.inference.activation import fuse_activations
 from adapmtl.inference.check import InferenceError, ModelCheck, random_like
 from adapmtl.inference.fingerprint import fingerprint, outputs_digest, weights_digest
 from adapmtl.inference.fold import fold_batchnorm, layers_reached_otherwise
@@ -36,6 +37,7 @@ class Plan:
     input_shape: list[int]
     fingerprint: dict[str, Any] | None = None
     separable_upsampling: int = 0  # bilinear resizings run by `adapmtl.inference.upsample` (not saved: redone)
+    fused_activations: int = 0  # activations clamped by the layer before (`adapmtl.inference.activation`; redone)
 
     def save(self, path: str | Path) -> None:
         """Write the plan as JSON (reload with `Plan.load`, pass to `compile_sparse(plan=...)`).
@@ -76,6 +78,8 @@ class Plan:
             times = ", ".join(f"{p} {t:.2f}" for p, t in c.times_ms.items())
             reused = f" (timed as {c.timed_as})" if c.timed_as else ""
             rows.append(f"{name:<44} {c.sparsity:>8.1%}  {c.path:<7} {times}{reused}")
+        if self.fused_activations:
+            rows.append(f"activations fused into the layer before: {self.fused_activations} (adapmtl.inference.activation)")
         if self.separable_upsampling:
             rows.append(f"bilinear resizing: {self.separable_upsampling} run as two one-axis passes "
                         "(adapmtl.inference.upsample)")
@@ -123,6 +127,11 @@ def _layer_names(model: nn.Module) -> list[str]:
 def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, child, module)
+
+
+def _fused(working: nn.Module) -> int:
+    """Activations fused into the layers before them, in a traced model (none otherwise)."""
+    return fuse_activations(working) if isinstance(working, fx.GraphModule) else 0
 
 
 def _layer_paths_from_plan(working: nn.Module, names: list[str], plan: Plan) -> None:
@@ -175,7 +184,7 @@ def _reloaded_unchanged(model: nn.Module, example_input: torch.Tensor, plan: Pla
         _layer_paths_from_plan(working, _layer_names(working), plan)
     except InferenceError:
         return None
-    compiled = SparseCompiled(working, Plan(plan.layers, fused, plan.input_shape, record, upsampling))
+    compiled = SparseCompiled(working, Plan(plan.layers, fused, plan.input_shape, record, upsampling, _fused(working)))
     shape = torch.Size(plan.input_shape)
     random = random_like(torch.empty(shape, dtype=example_input.dtype, device=example_input.device))
     try:
@@ -248,7 +257,8 @@ def compile_sparse(
     names = _layer_names(working)
     if plan is not None:  # one check at the end, on the example input: reloading takes one dense forward
         _layer_paths_from_plan(working, names, plan)
-        compiled = SparseCompiled(working, Plan(plan.layers, fused, plan.input_shape, separable_upsampling=upsampling))
+        compiled = SparseCompiled(working, Plan(plan.layers, fused, plan.input_shape, separable_upsampling=upsampling,
+                                                fused_activations=_fused(working)))
         check.verify(compiled)
         return compiled
 
@@ -276,7 +286,7 @@ def compile_sparse(
         if choices[name].path != "dense":
             _set_module(working, name, module)
     compiled = SparseCompiled(working, Plan(choices, fused, list(example_input.shape),
-                                            separable_upsampling=upsampling))
+                                            separable_upsampling=upsampling, fused_activations=_fused(working)))
     check.verify(compiled)
     if not has_fused_transformers(model):
         compiled.plan.fingerprint = fingerprint(model, check.got["a random input"])

@@ -91,6 +91,9 @@ class Direct(nn.Module):
         self.register_buffer("values", values)
         bias = layer.bias.detach().clone() if layer.bias is not None else None
         self.register_buffer("bias", bias)
+        # [low, high] the output is clamped to (a fused activation, see `adapmtl.inference.activation`); not in
+        # the state_dict: compile_sparse fuses again on reload
+        self.register_buffer("clamp", None, persistent=False)
         # per input size (height, width): the nonzeros of the taps that land inside the image there (all of
         # them, or a trimmed copy: see `_trimmed`) and the kernel's geometry tensor, made on first sight of a
         # size with the nonzeros' identity then, so that weights loaded or edited in place since are never
@@ -162,9 +165,15 @@ class Direct(nn.Module):
         weight[out, tap, column] = self.values
         return weight.reshape(self.out_channels, kh, kw, group_width).permute(0, 3, 1, 2)
 
+    def fuse_clamp(self, low: float, high: float) -> None:
+        """Clamp the output to [low, high] from now on (±inf for no bound), as torch.clamp: the ReLU (0, inf),
+        ReLU6 (0, 6) or hardtanh that followed the layer, computed as the kernel stores its output."""
+        self.clamp = torch.tensor([low, high], dtype=torch.float32, device=self.values.device)
+
     def _reference(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.bias.to(x.dtype) if self.bias is not None else None
-        return F.conv2d(x, self.dense_weight().to(x.dtype), bias, self.stride, self.padding, self.dilation, self.groups)
+        out = F.conv2d(x, self.dense_weight().to(x.dtype), bias, self.stride, self.padding, self.dilation, self.groups)
+        return out if self.clamp is None else out.clamp(*self.clamp.tolist())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution of `x`. Raises ValueError if `x` is not [B, in_channels, H, W]."""
@@ -183,7 +192,7 @@ class Direct(nn.Module):
             return out
         nonzeros, geometry = self.prepare(x)
         native.sparse_conv2d(x.contiguous(), out, nonzeros.tap_start, nonzeros.channels, nonzeros.values, self.bias,
-                             geometry)
+                             geometry, self.clamp)
         return out
 
     def prepare(self, x: torch.Tensor) -> tuple[_Nonzeros, torch.Tensor]:

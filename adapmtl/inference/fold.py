@@ -72,7 +72,7 @@ def module_uses(traced: fx.GraphModule) -> tuple[Counter[int], Counter[int]]:
         elif node.op == "get_attr":
             owner, _, attribute = node.target.rpartition(".")
             holder = traced.get_submodule(owner)
-            module = getattr(holder, attribute)
+            module = getattr(holder, attribute, None)  # None: gone (a layer replaced by a path without it)
             if not isinstance(module, nn.Module):  # a parameter or buffer: its module is reached, not
                 uses[id(holder)] += 1               # the modules inside (a ViT's pos_embed is the root's)
                 continue

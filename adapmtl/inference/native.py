@@ -32,7 +32,7 @@ SOURCE = SOURCES["sparse_conv2d"]
 _POINTER, _SIZE = ctypes.c_void_p, ctypes.c_int64
 # (argument types, result type) of each library's entry points, besides adapmtl_simd_lanes and adapmtl_openmp
 SIGNATURES = {
-    "sparse_conv2d": {"adapmtl_sparse_conv2d_f32": ([_POINTER] * 7 + [_SIZE] * 2, None)},
+    "sparse_conv2d": {"adapmtl_sparse_conv2d_f32": ([_POINTER] * 8 + [_SIZE] * 2, None)},
     "sparse_linear": {"adapmtl_sparse_linear_f32": ([_POINTER] * 7 + [_SIZE] * 5, None),
                       "adapmtl_linear_stride": ([_SIZE], _SIZE)},
 }
@@ -135,8 +135,10 @@ def status(name: str = "sparse_conv2d") -> str:
 
 
 def sparse_conv2d(x: torch.Tensor, out: torch.Tensor, tap_start: torch.Tensor, channels: torch.Tensor,
-                  values: torch.Tensor, bias: torch.Tensor | None, geometry: torch.Tensor) -> None:
-    """Fill `out` [B, O, Ho, Wo] with the sparse convolution of `x` [B, C, H, W] (float32, contiguous).
+                  values: torch.Tensor, bias: torch.Tensor | None, geometry: torch.Tensor,
+                  clamp: torch.Tensor | None = None) -> None:
+    """Fill `out` [B, O, Ho, Wo] with the sparse convolution of `x` [B, C, H, W] (float32, contiguous),
+    clamped to [clamp[0], clamp[1]] where `clamp` (float32 [2]) is given.
 
     The caller guarantees the shapes agree with `geometry` and that every channel index is
     below C (the kernel reads raw memory). Runs on torch.get_num_threads() threads.
@@ -145,7 +147,8 @@ def sparse_conv2d(x: torch.Tensor, out: torch.Tensor, tap_start: torch.Tensor, c
     assert library is not None, "sparse_conv2d called without a native kernel"
     library.adapmtl_sparse_conv2d_f32(x.data_ptr(), out.data_ptr(), tap_start.data_ptr(), channels.data_ptr(),
                                       values.data_ptr(), bias.data_ptr() if bias is not None else None,
-                                      geometry.data_ptr(), x.shape[0], torch.get_num_threads())
+                                      geometry.data_ptr(), clamp.data_ptr() if clamp is not None else None,
+                                      x.shape[0], torch.get_num_threads())
 
 
 def linear_stride(tokens: int) -> int:

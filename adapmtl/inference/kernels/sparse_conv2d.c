@@ -6,7 +6,9 @@
  * make grouped and depthwise convolutions the same case). Then
  *     y[o, oh, ow] = bias[o] + sum_t sum_n val[n] * x[chan[n], oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]
  * over the taps that land inside the image: zero padding is never read nor multiplied, so a
- * tap that only ever sees padding (large dilation on a small map) costs nothing.
+ * tap that only ever sees padding (large dilation on a small map) costs nothing. With `clamp`
+ * given, y is then clamped to [clamp[0], clamp[1]] as it is stored (a ReLU, ReLU6 or hardtanh
+ * that followed the convolution: one pass over the output less), NaN kept as NaN.
  *
  * Why tiles: for each output tile the sums stay in registers while every nonzero of the output
  * channel adds  value x (the matching segment of its input channel); masked loads cut each segment
@@ -30,7 +32,19 @@ typedef struct {
     int64_t H, W, Ho, Wo, KH, KW, sh, sw, ph, pw, dh, dw;
     int64_t O, blocks;  /* output channels; input-channel blocks the nonzeros are grouped by */
     int64_t C;  /* input channels */
+    const float* clamp;  /* NULL, or the [low, high] the output is clamped to */
 } conv_args;
+
+/* x clamped to [low, high], NaN kept (comparisons with NaN are false), as torch.clamp. */
+static inline float clamped(float x, float low, float high) {
+    x = x < low ? low : x;
+    return x > high ? high : x;
+}
+
+/* Whether the tile of block `block` must be stored even with no nonzero to add: the last block clamps. */
+static inline int must_store(const conv_args* p, int64_t block) {
+    return block == 0 || (p->clamp && block == p->blocks - 1);
+}
 
 /* Nonzeros of output channel o, input-channel block b: groups (b, o, t) for the T taps. */
 static inline const int64_t* group_start(const conv_args* p, int64_t b, int64_t o) {
@@ -71,6 +85,8 @@ static void conv_portable(const conv_args* p, int64_t o) {
             }
         }
     }
+    if (p->clamp)
+        for (int64_t i = 0; i < p->Ho * p->Wo; ++i) out[i] = clamped(out[i], p->clamp[0], p->clamp[1]);
 }
 
 #if defined(__AVX512F__)
@@ -85,6 +101,8 @@ static inline lanes_mask lane_bits(uint32_t bits) { return (lanes_mask)bits; }
 #define VLOAD(m, ptr) _mm512_maskz_loadu_ps(m, ptr)
 #define VLOADU(ptr) _mm512_loadu_ps(ptr)
 #define VSTORE(ptr, m, v) _mm512_mask_storeu_ps(ptr, m, v)
+#define VMAX(a, b) _mm512_max_ps(a, b)
+#define VMIN(a, b) _mm512_min_ps(a, b)
 #elif defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define LANES 8
@@ -104,9 +122,18 @@ static inline lanes_mask lane_bits(uint32_t bits) {  /* lane j on where bit j is
 #define VLOAD(m, ptr) _mm256_maskload_ps(ptr, m)
 #define VLOADU(ptr) _mm256_loadu_ps(ptr)
 #define VSTORE(ptr, m, v) _mm256_maskstore_ps(ptr, m, v)
+#define VMAX(a, b) _mm256_max_ps(a, b)
+#define VMIN(a, b) _mm256_min_ps(a, b)
 #endif
 
 #ifdef LANES
+/* The sums as stored: clamped on the last block where the layer has a clamp. max/min return their
+ * second operand when either is NaN, so a NaN sum stays NaN (as torch.clamp). */
+static inline vec stored(const conv_args* p, int64_t block, vec sum) {
+    if (!p->clamp || block != p->blocks - 1) return sum;
+    return VMIN(VSET1(p->clamp[1]), VMAX(VSET1(p->clamp[0]), sum));
+}
+
 /* Lanes j of the vector starting at column `start` with lo <= start + j < hi (maybe none). */
 static inline lanes_mask columns_mask(int64_t lo, int64_t hi, int64_t start) {
     int64_t a = lo - start, b = hi - start;
@@ -122,7 +149,7 @@ static inline lanes_mask columns_mask(int64_t lo, int64_t hi, int64_t start) {
 static void tile_##R##_##NV(const conv_args* p, int64_t block, int64_t o, int64_t oh0, int64_t cs) {  \
     const int64_t T = p->KH * p->KW, plane = p->H * p->W;                                            \
     const int64_t* start = group_start(p, block, o);                                                 \
-    if (block > 0 && start[0] == start[T]) return;  /* nothing to add */                             \
+    if (!must_store(p, block) && start[0] == start[T]) return;  /* nothing to add */                 \
     vec acc[R][NV];                                                                                  \
     const vec b = VSET1(p->bias ? p->bias[o] : 0.0f);                                                \
     for (int r = 0; r < R; ++r) for (int v = 0; v < NV; ++v) {                                       \
@@ -167,7 +194,7 @@ static void tile_##R##_##NV(const conv_args* p, int64_t block, int64_t o, int64_
     for (int r = 0; r < R && oh0 + r < p->Ho; ++r) {                                                 \
         float* dst = p->y + (o * p->Ho + oh0 + r) * p->Wo;                                           \
         for (int v = 0; v < NV; ++v)                                                                 \
-            VSTORE(dst + cs + LANES * v, columns_mask(0, p->Wo, cs + LANES * v), acc[r][v]);         \
+            VSTORE(dst + cs + LANES * v, columns_mask(0, p->Wo, cs + LANES * v), stored(p, block, acc[r][v])); \
     }                                                                                                \
 }
 DEFINE_TILE(8, 1)
@@ -218,7 +245,7 @@ __attribute__((noinline)) static void flat_tile_##NV(const conv_args* p, const f
     enum { HALF = NV / 2 };                                                                          \
     const int64_t T = p->KH * p->KW, plane = p->H * p->W;                                            \
     const int64_t* start = group_start(p, block, o);                                                 \
-    if (block > 0 && start[0] == start[T]) return;  /* nothing to add */                             \
+    if (!must_store(p, block) && start[0] == start[T]) return;  /* nothing to add */                 \
     float* dst = p->y + o * plane + LANES * v0;                                                      \
     vec acc[NV];                                                                                     \
     const vec b = VSET1(p->bias ? p->bias[o] : 0.0f);                                                \
@@ -243,7 +270,8 @@ __attribute__((noinline)) static void flat_tile_##NV(const conv_args* p, const f
             add_nonzeros(acc, NV, m, base, p->chan, p->val, n0, n1, f->in_plane);                    \
         }                                                                                            \
     }                                                                                                \
-    for (int v = 0; v < NV; ++v) VSTORE(dst + LANES * v, columns_mask(0, plane, LANES * (v0 + v)), acc[v]); \
+    for (int v = 0; v < NV; ++v)                                                                     \
+        VSTORE(dst + LANES * v, columns_mask(0, plane, LANES * (v0 + v)), stored(p, block, acc[v]));  \
 }
 DEFINE_FLAT_TILE(4)
 DEFINE_FLAT_TILE(8)
@@ -374,19 +402,19 @@ static void conv_range(const conv_args* p, int64_t o_begin, int64_t o_end) {
 }
 
 /* A batch of images x [batch, C, H, W] into y [batch, O, Ho, Wo].
- * geometry: C, H, W, Ho, Wo, KH, KW, sh, sw, ph, pw, dh, dw, O, blocks.
+ * geometry: C, H, W, Ho, Wo, KH, KW, sh, sw, ph, pw, dh, dw, O, blocks. clamp: NULL or [low, high].
  * The work is split into jobs by image and, when there are fewer images than threads, by ranges of
  * output channels; each output value is computed by one job in a fixed order, so the result does not
  * depend on the number of threads. Built with -fopenmp, the jobs run on the OpenMP pool that PyTorch
  * itself uses (same libgomp), rather than on threads competing with it. */
 void adapmtl_sparse_conv2d_f32(const float* x, float* y, const int64_t* tap_start, const int32_t* chan,
-                               const float* val, const float* bias, const int64_t* geometry,
+                               const float* val, const float* bias, const int64_t* geometry, const float* clamp,
                                int64_t batch, int64_t threads) {
     const int64_t* g = geometry;
     const int64_t C = g[0];
     const conv_args p = {x, y, tap_start, chan, val, bias,
                          g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11], g[12],
-                         g[13], g[14], C};
+                         g[13], g[14], C, clamp};
     if (threads < 1) threads = 1;
     const int64_t splits = p.O >= 2 * threads ? (threads + batch - 1) / batch : 1, jobs = batch * splits;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && jobs > 1)
