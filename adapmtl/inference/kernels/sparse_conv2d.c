@@ -406,7 +406,9 @@ static void conv_range(const conv_args* p, int64_t o_begin, int64_t o_end) {
  * The work is split into jobs by image and, when there are fewer images than threads, by ranges of
  * output channels; each output value is computed by one job in a fixed order, so the result does not
  * depend on the number of threads. Built with -fopenmp, the jobs run on the OpenMP pool that PyTorch
- * itself uses (same libgomp), rather than on threads competing with it. */
+ * itself uses (same libgomp), rather than on threads competing with it. Jobs are handed out one at a
+ * time (dynamic): with more images than threads, a thread slowed by the rest of a shared machine then
+ * takes fewer images instead of holding the others at the end of the layer. */
 void adapmtl_sparse_conv2d_f32(const float* x, float* y, const int64_t* tap_start, const int32_t* chan,
                                const float* val, const float* bias, const int64_t* geometry, const float* clamp,
                                int64_t batch, int64_t threads) {
@@ -417,7 +419,7 @@ void adapmtl_sparse_conv2d_f32(const float* x, float* y, const int64_t* tap_star
                          g[13], g[14], C, clamp};
     if (threads < 1) threads = 1;
     const int64_t splits = p.O >= 2 * threads ? (threads + batch - 1) / batch : 1, jobs = batch * splits;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && jobs > 1)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1 && jobs > 1)
     for (int64_t job = 0; job < jobs; ++job) {
         const int64_t image = job / splits, part = job % splits;
         conv_args q = p;
