@@ -319,7 +319,8 @@ def _add_compile(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=_positive, nargs=2, metavar=("H", "W"), help="input size (default: the run's)")
     parser.add_argument("--threads", type=_positive, help="torch threads (default: torch's choice)")
     parser.add_argument("--rounds", type=_positive, default=5, help="alternating dense/compiled timing rounds")
-    parser.add_argument("--plan", help="where to save the plan (default RUN_DIR/export/plan.json)")
+    parser.add_argument("--plan", help="where to save the plan, replacing a file there (default "
+                        "RUN_DIR/export/plan.json); it is written, not read: compile_sparse(model, x, plan=FILE) reuses it")
     parser.add_argument("--top", type=_positive, default=10, help="slowest layers to list")
 
     def run(args: argparse.Namespace) -> int:
@@ -328,8 +329,13 @@ def _add_compile(subparsers: argparse._SubParsersAction) -> None:
         from adapmtl.inference import native
         from adapmtl.inference.speed import compile_run, slowest_layers
 
+        from pathlib import Path
+
+        from adapmtl.engine import RunDir
+
         if args.threads:
             torch.set_num_threads(args.threads)
+        replaced = Path(args.plan or RunDir(args.run_dir).plan_file).exists()
         compiled, comparison, path = compile_run(args.run_dir, batch=args.batch, size=args.size,
                                                  rounds=args.rounds, plan_out=args.plan)
         print(f"native kernels: convolution {native.status('sparse_conv2d')}; linear {native.status('sparse_linear')}")
@@ -337,7 +343,7 @@ def _add_compile(subparsers: argparse._SubParsersAction) -> None:
         print(f"{threads} thread{'' if threads == 1 else 's'}, batch {args.batch}: {comparison.summary()}")
         print("paths: " + ", ".join(f"{name} {count}" for name, count in compiled.plan.path_counts().items()))
         print(slowest_layers(compiled.plan, args.top))
-        print(f"wrote {path}")
+        print(f"wrote {path}" + (" (it replaced the plan that was there)" if replaced else ""))
         return 0
 
     parser.set_defaults(run=run)

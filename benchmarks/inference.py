@@ -17,7 +17,8 @@ contenders run in alternating rounds in one process, 20 ms apart (so one pool's 
 threads do not slow the next); times are medians. "vs dense" is the median of the per-round
 ratios; "vs best rt" = the faster runtime's median / compiled's median (the issue 17 goal: 2×).
 "compile s": compile_sparse's time; "reload s": compile_sparse with the saved plan.
-At 90 % the slowest layers of the plan are listed (each path's time, ms).
+At 90 % the slowest layers of the plan are listed (each path's time, ms). A full run takes about
+40 minutes on two cores (ResNet34 at batch 8: about 9 minutes a row); time on a quiet machine.
 
     python benchmarks/inference.py [--models deeplab_resnet34 mobilenetv2] [--sparsities 0 0.7 0.9 0.95]
                                    [--batches 1 8] [--threads 1 2] [--rounds 5] [--profile 10]
@@ -116,7 +117,8 @@ def measure(name: str, overall: float, shares: dict[str, float], model: nn.Modul
 
 @torch.no_grad()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n    python")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["deeplab_resnet34", "mobilenetv2"])
     parser.add_argument("--sparsities", nargs="+", type=float, default=[0.0, 0.7, 0.9, 0.95])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])

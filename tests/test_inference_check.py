@@ -1,6 +1,7 @@
 """compile_sparse never returns a model that differs from the original: BN folding only where
 it is safe, and the whole-model check on every result (issue 12, A1)."""
 import json
+import warnings
 
 import pytest
 import torch
@@ -155,6 +156,28 @@ def test_a_plan_that_no_longer_fits_the_model(tmp_path):
         compile_sparse(model, x, plan=data)
     with pytest.raises(InferenceError, match="not the JSON text itself"):
         compile_sparse(model, x, plan=json.dumps(data))
+
+
+def test_a_plan_made_for_other_weights_warns_and_records_the_current_sparsity():
+    model = _conv_bn(Graph("nothing shared"))
+    x = torch.randn(1, 3, 8, 9)
+    with torch.no_grad():
+        model.conv2.weight.mul_(torch.rand(model.conv2.weight.shape) > 0.9)  # about 90 % zeros
+    plan = compile_sparse(model, x, repeats=1).plan
+    assert plan.layers["conv2"].sparsity > 0.8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same weights: no warning
+        compile_sparse(model, x, plan=plan)
+    dense = _conv_bn(Graph("nothing shared"))
+    with torch.no_grad():
+        dense.conv2.weight.normal_()  # no zeros: the plan's choice for conv2 was made for the pruned weights
+    with pytest.warns(RuntimeWarning, match=r"the plan was made for other weights: 1 layer\(s\) changed sparsity "
+                                            r"since \(conv2 \d+\.\d% → 0\.0%\)"):
+        compiled = compile_sparse(dense, x, plan=plan)
+    assert compiled.plan.layers["conv2"].sparsity == 0.0
+    with torch.no_grad():
+        expected, got = dense.eval()(x), compiled(x)
+    assert all(torch.allclose(got[k], expected[k], atol=1e-5) for k in expected)
 
 
 def test_a_fold_that_changes_the_outputs_is_not_used(monkeypatch):

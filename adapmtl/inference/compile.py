@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -134,6 +134,30 @@ def _fused(working: nn.Module) -> int:
     return fuse_activations(working) if isinstance(working, fx.GraphModule) else 0
 
 
+SPARSITY_DRIFT = 0.05  # a layer's sparsity this far from the plan's: the plan was made for other weights
+
+
+def _with_current_sparsity(working: nn.Module, names: list[str], plan: Plan) -> dict[str, LayerChoice]:
+    """The plan's choices with each layer's sparsity as it is now. Warns (RuntimeWarning) where layers moved
+    over SPARSITY_DRIFT since the plan was made: its paths still give the right outputs (checked), but they
+    were chosen as fastest for other weights, and a dense layer on a sparse path is slower than dense."""
+    layers, moved = {}, []
+    for name in names:
+        choice = plan.layers.get(name)
+        if choice is None:  # _layer_paths_from_plan says what does not fit
+            continue
+        sparsity = float(working.get_submodule(name).weight.eq(0).float().mean())
+        if abs(sparsity - choice.sparsity) > SPARSITY_DRIFT:
+            moved.append(f"{name} {choice.sparsity:.1%} → {sparsity:.1%}")
+        layers[name] = replace(choice, sparsity=sparsity)
+    if moved:
+        warnings.warn(f"the plan was made for other weights: {len(moved)} layer(s) changed sparsity since "
+                      f"({', '.join(moved[:3])}{', ...' if len(moved) > 3 else ''}); the outputs are checked and "
+                      "right, but compile without plan= to choose the fastest paths for these weights",
+                      RuntimeWarning, stacklevel=3)
+    return layers
+
+
 def _layer_paths_from_plan(working: nn.Module, names: list[str], plan: Plan) -> None:
     """Replace each layer by the path `plan` recorded for it; InferenceError where the plan does not fit."""
     missing, extra = sorted(set(names) - set(plan.layers)), sorted(set(plan.layers) - set(names))
@@ -256,8 +280,9 @@ def compile_sparse(
     upsampling = use_separable_upsampling(working)
     names = _layer_names(working)
     if plan is not None:  # one check at the end, on the example input: reloading takes one dense forward
+        layers = _with_current_sparsity(working, names, plan)
         _layer_paths_from_plan(working, names, plan)
-        compiled = SparseCompiled(working, Plan(plan.layers, fused, plan.input_shape, separable_upsampling=upsampling,
+        compiled = SparseCompiled(working, Plan(layers, fused, plan.input_shape, separable_upsampling=upsampling,
                                                 fused_activations=_fused(working)))
         check.verify(compiled)
         return compiled

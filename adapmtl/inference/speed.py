@@ -31,7 +31,8 @@ class SpeedComparison:
         """One line: median times and the speedup."""
         return (f"dense {1000 * statistics.median(self.dense_s):.1f} ms, compiled "
                 f"{1000 * statistics.median(self.compiled_s):.1f} ms: {self.speedup:.2f}x "
-                f"(median of {len(self.dense_s)} alternating rounds)")
+                f"(medians of {len(self.dense_s)} alternating rounds; the speedup is the median of the rounds' "
+                "dense/compiled ratios, so on a busy machine it can differ from the ratio of the two medians)")
 
 
 @torch.no_grad()
