@@ -17,7 +17,10 @@ contenders run in alternating rounds in one process, 20 ms apart (so one pool's 
 threads do not slow the next); times are medians. "vs dense" is the median of the per-round
 ratios; "vs best rt" = the faster runtime's median / compiled's median (the issue 17 goal: 2×).
 "compile s": compile_sparse's time; "reload s": compile_sparse with the saved plan.
-At 90 % the slowest layers of the plan are listed (each path's time, ms). A full run takes about
+At 90 % the slowest layers of the plan are listed (each path's time, ms). Unless `--default-malloc`,
+glibc is first asked to keep freed memory (`keep_freed_memory`): otherwise PyTorch, dense and compiled
+alike, page-faults its large tensors back in on every forward once the process holds more memory
+(+60 % at batch 8), which the runtimes, with their own arenas, never pay. A full run takes about
 40 minutes on two cores (ResNet34 at batch 8: about 9 minutes a row); time on a quiet machine.
 
     python benchmarks/inference.py [--models deeplab_resnet34 mobilenetv2] [--sparsities 0 0.7 0.9 0.95]
@@ -37,6 +40,7 @@ import torch
 from torch import nn
 
 from adapmtl.inference import compile_sparse, native
+from adapmtl.inference.memory import keep_freed_memory
 from adapmtl.export.onnx import write_onnx
 from adapmtl.inference.runtimes import RUNTIMES, available_runtimes, max_difference
 from adapmtl.inference.speed import slowest_layers, time_alternating
@@ -129,9 +133,14 @@ def main() -> None:
                         help="torch (and runtime) thread counts, each measured in turn (default: torch's choice)")
     parser.add_argument("--runtimes", nargs="*", default=available_runtimes(), choices=list(RUNTIMES),
                         help="dense runtimes to compare with (default: those installed)")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (default: keep_freed_memory(), as a PyTorch inference "
+                             "process would; the runtimes keep their own arenas either way)")
     args = parser.parse_args()
+    malloc = "glibc default" if args.default_malloc else (
+        "freed memory kept (adapmtl.inference.memory)" if keep_freed_memory() else "not glibc: as it is")
     print(f"torch {torch.__version__}, threads {args.threads}, input {args.size}x{args.size}; "
-          f"native kernel: {native.status()}; runtimes: {_versions(args.runtimes)}")
+          f"native kernel: {native.status()}; runtimes: {_versions(args.runtimes)}; malloc: {malloc}")
     print(f"{'model':<17} {'sp.':>4} {'bb':>4} {'head':>4} {'thr':>3} {'bat':>3} {'dense ms':>8} {'ours ms':>8} "
           + " ".join(f"{r + ' ms':>11}" for r in RUNTIMES)
           + f" {'vs dense':>8} {'vs best rt':>10} {'compile s':>9} {'reload s':>8}  paths")
