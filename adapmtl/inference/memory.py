@@ -6,7 +6,8 @@ next forward page-faults it back in, zeroing every page. ONNX Runtime and OpenVI
 and do not pay this. Measured on MobileNetV2 at 90 %, batch 8, one thread: the compiled model ran
 in 430–450 ms until the process held a second compiled model, then in 690–790 ms with 110,000
 minor page faults per forward; with `keep_freed_memory()` it stayed at 430–480 ms with none
-(`benchmarks/inference.py` calls it; dense PyTorch gains alike). The cost: the process keeps its
+(`benchmarks/inference.py` calls it; dense PyTorch gains alike), once the heap has reached its high-water
+mark in the first few forwards. The cost: the process keeps its
 peak memory instead of shrinking after it.
 """
 from __future__ import annotations
