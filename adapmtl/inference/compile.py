@@ -238,7 +238,10 @@ def compile_sparse(
     (`adapmtl.inference.transformer`; the attention's in-projection becomes q_proj, k_proj and
     v_proj layers, named so in the plan). BatchNorm is folded into the preceding convolutions
     first, only where the conv and the BN are each used once (`adapmtl.inference.fold`;
-    skipped if torch.fx cannot trace the model). Each candidate runs on the layer's real input (captured from
+    skipped if torch.fx cannot trace the model). Bilinear resizing runs as two one-axis passes
+    (`adapmtl.inference.upsample`) and, in a traced model, a ReLU/ReLU6/hardtanh/clamp whose input is a
+    direct layer's output alone is done by that layer's kernel (`adapmtl.inference.activation`); the
+    plan counts both. Each candidate runs on the layer's real input (captured from
     `example_input`, a float tensor such as [batch, 3, H, W]); the fastest median of up to
     `repeats` runs wins, and the chosen path must match the dense output within rtol/atol.
     Timing is shared by identical layers and skips candidates that cannot win
