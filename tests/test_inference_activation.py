@@ -73,13 +73,39 @@ def test_a_layer_called_twice_keeps_its_activation_separate():
         assert torch.allclose(compiled(x), model(x), atol=1e-5)
 
 
+@needs_kernel
+def test_hooks_and_changed_bounds_are_respected():
+    hooked, changed = nn.ReLU(), nn.ReLU6()
+    hooked.register_forward_hook(lambda module, args, out: out * 2 + 1)  # would no longer run if fused
+    changed.max_val = 0.1  # a ReLU6 is a Hardtanh: its bound is an attribute
+    model = nn.ModuleDict({"a": nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), hooked),
+                           "b": nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), changed)}).eval()
+
+    class Both(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.parts = model
+
+        def forward(self, x):
+            return self.parts["a"](x), self.parts["b"](x)
+
+    whole = Both().eval()
+    x = torch.randn(1, 3, 6, 7)
+    compiled = compile_sparse(whole, x, plan=_all_direct(whole, x))
+    assert compiled.plan.fused_activations == 1  # the changed ReLU6, at its own bound
+    with torch.no_grad():
+        for expected, got in zip(whole(x), compiled(x)):
+            assert torch.allclose(got, expected, atol=1e-5)
+    assert compiled(x)[1].max() <= 0.1
+
+
 def test_only_clamps_with_constant_bounds_are_recognised():
     class Calls(nn.Module):
         def forward(self, x):
             return (F.relu6(x), torch.clip(x, -1, 1), x.clamp_(max=3.0), F.leaky_relu(x), x.clamp(min=x), torch.relu(x),
-                    x.clamp())
+                    x.clamp(), x.clamp(min=float("nan")))
 
     traced = trace(Calls())
     bounds = [clamp_of(n, traced) for n in traced.graph.nodes if n.op in ("call_function", "call_method")]
     inf = float("inf")
-    assert bounds == [(0.0, 6.0), (-1.0, 1.0), (-inf, 3.0), None, None, (0.0, inf), None]
+    assert bounds == [(0.0, 6.0), (-1.0, 1.0), (-inf, 3.0), None, None, (0.0, inf), None, None]

@@ -172,9 +172,14 @@ def test_a_plan_made_for_other_weights_warns_and_records_the_current_sparsity():
     with torch.no_grad():
         dense.conv2.weight.normal_()  # no zeros: the plan's choice for conv2 was made for the pruned weights
     with pytest.warns(RuntimeWarning, match=r"the plan was made for other weights: 1 layer\(s\) changed sparsity "
-                                            r"since \(conv2 \d+\.\d% → 0\.0%\)"):
+                                            r"since \(conv2 \d+\.\d% → 0\.0%\)") as caught:
         compiled = compile_sparse(dense, x, plan=plan)
+    assert caught[0].filename == __file__  # the caller's line, past compile_sparse's torch.no_grad wrapper
     assert compiled.plan.layers["conv2"].sparsity == 0.0
+    handmade = Plan({name: LayerChoice(choice.path, 0.0) for name, choice in plan.layers.items()}, True, list(x.shape))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # hand-written choices (no times) were made for no weights in particular
+        compile_sparse(model, x, plan=handmade)
     with torch.no_grad():
         expected, got = dense.eval()(x), compiled(x)
     assert all(torch.allclose(got[k], expected[k], atol=1e-5) for k in expected)

@@ -38,6 +38,10 @@ def test_other_inputs_are_f_interpolate_itself():
         assert torch.equal(separable_interpolate(x, size=(9, 4), **call), F.interpolate(x, size=(9, 4), **call))
     assert torch.equal(separable_interpolate(x.half(), size=(9, 4), mode="bilinear"),
                        F.interpolate(x.half(), size=(9, 4), mode="bilinear"))
+    infinite = torch.zeros(1, 2, 3, 3)
+    infinite[0, 0, 1, 1], infinite[0, 1, 0, 2] = float("inf"), float("nan")
+    assert torch.equal(separable_interpolate(infinite, size=(5, 5), mode="bilinear").isinf(),
+                       F.interpolate(infinite, size=(5, 5), mode="bilinear").isinf())
     with pytest.raises(ValueError, match="only one of size or scale_factor"):  # F.interpolate's own message
         separable_interpolate(x, size=(9, 4), scale_factor=2.0, mode="bilinear")
 
@@ -55,6 +59,7 @@ class Decoder(nn.Module):
     def forward(self, x):
         y = self.conv(x)
         return {"functional": F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False),
+                "antialiased": F.interpolate(y, scale_factor=0.5, mode="bilinear", antialias=True),  # not split
                 "module": self.up(y), "corners": self.up_corners(y), "nearest": self.nearest(y)}
 
 

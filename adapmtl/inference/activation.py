@@ -50,8 +50,8 @@ def _clamp_bounds(node: fx.Node) -> tuple[float, float] | None:
 # how each activation module or function clamps, from the module or the call node
 MODULE_CLAMPS: dict[type, Callable[[nn.Module], tuple[float, float]]] = {
     nn.ReLU: lambda m: (0.0, INF),
-    nn.ReLU6: lambda m: (0.0, 6.0),
-    nn.Hardtanh: lambda m: (float(m.min_val), float(m.max_val)),
+    nn.ReLU6: lambda m: (m.min_val, m.max_val),  # a Hardtanh: its bounds are attributes one may change
+    nn.Hardtanh: lambda m: (m.min_val, m.max_val),
 }
 FUNCTION_CLAMPS: dict[Any, Callable[[fx.Node], tuple[float, float]]] = {
     F.relu: lambda n: (0.0, INF), torch.relu: lambda n: (0.0, INF), torch.relu_: lambda n: (0.0, INF),
@@ -63,19 +63,26 @@ METHOD_CLAMPS = {"relu": (0.0, INF), "relu_": (0.0, INF)}
 
 def clamp_of(node: fx.Node, graph_module: fx.GraphModule) -> tuple[float, float] | None:
     """(low, high) if `node` computes a clamp of its first argument with constant bounds (ReLU, ReLU6,
-    hardtanh, clamp/clip, as module, function or method), else None."""
+    hardtanh, clamp/clip, as module, function or method), else None. None for a bound that is NaN and for a
+    module with forward hooks."""
     if node.op == "call_module":
-        rule = MODULE_CLAMPS.get(type(graph_module.get_submodule(node.target)))
-        bounds = rule(graph_module.get_submodule(node.target)) if rule else None
+        module = graph_module.get_submodule(node.target)
+        rule = MODULE_CLAMPS.get(type(module))
+        bounds = rule(module) if rule and not _has_hooks(module) else None
     elif node.op == "call_function" and node.target in FUNCTION_CLAMPS:
         bounds = FUNCTION_CLAMPS[node.target](node)
     elif node.op == "call_method" and node.target in METHOD_CLAMPS:
         bounds = METHOD_CLAMPS[node.target]
     else:
         bounds = _clamp_bounds(node)
-    if bounds is None or not all(_number(b) for b in bounds):
-        return None
+    if bounds is None or not all(_number(b) and not math.isnan(b) for b in bounds):
+        return None  # a NaN bound makes torch.clamp's output all NaN: left to PyTorch
     return float(bounds[0]), float(bounds[1])
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    """Whether `module` has forward hooks of its own: fused away, they would no longer run."""
+    return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
 def fuse_activations(graph_module: fx.GraphModule) -> int:

@@ -137,25 +137,25 @@ def _fused(working: nn.Module) -> int:
 SPARSITY_DRIFT = 0.05  # a layer's sparsity this far from the plan's: the plan was made for other weights
 
 
-def _with_current_sparsity(working: nn.Module, names: list[str], plan: Plan) -> dict[str, LayerChoice]:
-    """The plan's choices with each layer's sparsity as it is now. Warns (RuntimeWarning) where layers moved
-    over SPARSITY_DRIFT since the plan was made: its paths still give the right outputs (checked), but they
-    were chosen as fastest for other weights, and a dense layer on a sparse path is slower than dense."""
+def _with_current_sparsity(working: nn.Module, names: list[str], plan: Plan) -> tuple[dict[str, LayerChoice], str]:
+    """(the plan's choices with each layer's sparsity as it is now, a warning or ""). The warning names the
+    timed layers that moved over SPARSITY_DRIFT since the plan was made: its paths still give the right
+    outputs, but they were chosen as fastest for other weights (a dense layer on a sparse path is slower than
+    dense). A hand-written choice, with no times, was made for no weights in particular and is not named."""
     layers, moved = {}, []
     for name in names:
         choice = plan.layers.get(name)
         if choice is None:  # _layer_paths_from_plan says what does not fit
             continue
         sparsity = float(working.get_submodule(name).weight.eq(0).float().mean())
-        if abs(sparsity - choice.sparsity) > SPARSITY_DRIFT:
+        if choice.times_ms and abs(sparsity - choice.sparsity) > SPARSITY_DRIFT:
             moved.append(f"{name} {choice.sparsity:.1%} → {sparsity:.1%}")
         layers[name] = replace(choice, sparsity=sparsity)
-    if moved:
-        warnings.warn(f"the plan was made for other weights: {len(moved)} layer(s) changed sparsity since "
-                      f"({', '.join(moved[:3])}{', ...' if len(moved) > 3 else ''}); the outputs are checked and "
-                      "right, but compile without plan= to choose the fastest paths for these weights",
-                      RuntimeWarning, stacklevel=3)
-    return layers
+    if not moved:
+        return layers, ""
+    return layers, (f"the plan was made for other weights: {len(moved)} layer(s) changed sparsity since "
+                    f"({', '.join(moved[:3])}{', ...' if len(moved) > 3 else ''}); the outputs are still checked "
+                    "against the model, but compile without plan= to choose the fastest paths for these weights")
 
 
 def _layer_paths_from_plan(working: nn.Module, names: list[str], plan: Plan) -> None:
@@ -185,7 +185,7 @@ def _unfused(model: nn.Module, check: ModelCheck) -> nn.Module:
         check.verify(rewritten, "the model with its transformer blocks unfused")
     except InferenceError as error:
         warnings.warn(f"{error}; compiling with PyTorch's fused transformer blocks (their layers stay dense)",
-                      RuntimeWarning, stacklevel=3)
+                      RuntimeWarning, stacklevel=4)  # past compile_sparse and its torch.no_grad wrapper
         return model
     return rewritten
 
@@ -283,8 +283,10 @@ def compile_sparse(
     upsampling = use_separable_upsampling(working)
     names = _layer_names(working)
     if plan is not None:  # one check at the end, on the example input: reloading takes one dense forward
-        layers = _with_current_sparsity(working, names, plan)
+        layers, drift = _with_current_sparsity(working, names, plan)
         _layer_paths_from_plan(working, names, plan)
+        if drift:  # stacklevel: past compile_sparse's torch.no_grad wrapper, to the caller
+            warnings.warn(drift, RuntimeWarning, stacklevel=3)
         compiled = SparseCompiled(working, Plan(layers, fused, plan.input_shape, separable_upsampling=upsampling,
                                                 fused_activations=_fused(working)))
         check.verify(compiled)

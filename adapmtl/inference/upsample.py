@@ -34,11 +34,13 @@ def separable_interpolate(input: torch.Tensor, size=None, scale_factor=None, mod
                           align_corners: bool | None = None, recompute_scale_factor: bool | None = None,
                           antialias: bool = False) -> torch.Tensor:
     """`F.interpolate` with the same arguments and result; bilinear resizing of a 4-D float CPU tensor
-    without antialiasing runs as two passes (module docstring), anything else is `F.interpolate` itself.
+    without antialiasing runs as two passes (module docstring), anything else is `F.interpolate` itself,
+    as is an input with inf or NaN (the height pass weighs the size-1 width axis by 1 and 0, and 0 · inf is NaN).
 
     input [N, C, H, W] → [N, C, H_out, W_out], contiguous. Raises what `F.interpolate` raises."""
     if (mode != "bilinear" or antialias or input.dim() != 4 or input.device.type != "cpu"
-            or input.dtype not in (torch.float32, torch.float64) or (size is None) == (scale_factor is None)):
+            or input.dtype not in (torch.float32, torch.float64) or (size is None) == (scale_factor is None)
+            or not bool(torch.isfinite(input).all())):  # the height pass multiplies by 0: inf would give NaN
         return F.interpolate(input, size, scale_factor, mode, align_corners, recompute_scale_factor, antialias)
     batch, channels, height, width = input.shape
     size_h, size_w = _pair(size) if size is not None else (None, None)
@@ -74,9 +76,10 @@ class SeparableUpsample(nn.Module):
 
 
 def _bilinear(kwargs: dict, args: tuple) -> bool:
-    """Whether an interpolate call's arguments (as traced) ask for bilinear resizing."""
+    """Whether an interpolate call's arguments (as traced) ask for bilinear resizing without antialiasing."""
     mode = kwargs.get("mode", args[3] if len(args) > 3 else "nearest")
-    return mode == "bilinear"
+    antialias = kwargs.get("antialias", args[6] if len(args) > 6 else False)
+    return mode == "bilinear" and antialias is False
 
 
 def use_separable_upsampling(model: nn.Module) -> int:
