@@ -327,15 +327,11 @@ def _add_compile(subparsers: argparse._SubParsersAction) -> None:
         import torch
 
         from adapmtl.inference import native
-        from adapmtl.inference.speed import compile_run, slowest_layers
-
-        from pathlib import Path
-
-        from adapmtl.engine import RunDir
+        from adapmtl.inference.speed import compile_run, plan_path, slowest_layers
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        replaced = Path(args.plan or RunDir(args.run_dir).plan_file).exists()
+        replaced = plan_path(args.run_dir, args.plan).exists()
         compiled, comparison, path = compile_run(args.run_dir, batch=args.batch, size=args.size,
                                                  rounds=args.rounds, plan_out=args.plan)
         print(f"native kernels: convolution {native.status('sparse_conv2d')}; linear {native.status('sparse_linear')}")

@@ -34,17 +34,12 @@ def _argument(node: fx.Node, index: int, name: str, default: Any) -> Any:
     return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
 
 
-def _clamp_bounds(node: fx.Node) -> tuple[float, float] | None:
-    """(low, high) of the clamp with bounds that `node` is (None bound: ±inf), or None where it is no such clamp."""
-    if node.op == "call_function" and node.target in (torch.clamp, torch.clip):
-        low, high = _argument(node, 1, "min", None), _argument(node, 2, "max", None)
-    elif node.op == "call_method" and node.target in ("clamp", "clamp_", "clip", "clip_"):
-        low, high = _argument(node, 1, "min", None), _argument(node, 2, "max", None)
-    else:
+def _min_max(node: fx.Node) -> tuple[Any, Any] | None:
+    """(low, high) of a clamp/clip call (a missing bound: ±inf), or None where it has no bound at all."""
+    low, high = _argument(node, 1, "min", None), _argument(node, 2, "max", None)
+    if low is None and high is None:
         return None
-    if (low is None and high is None) or not all(b is None or _number(b) for b in (low, high)):
-        return None  # a tensor bound, or none at all
-    return (-INF if low is None else float(low), INF if high is None else float(high))
+    return (-INF if low is None else low, INF if high is None else high)
 
 
 # how each activation module or function clamps, from the module or the call node
@@ -53,12 +48,16 @@ MODULE_CLAMPS: dict[type, Callable[[nn.Module], tuple[float, float]]] = {
     nn.ReLU6: lambda m: (m.min_val, m.max_val),  # a Hardtanh: its bounds are attributes one may change
     nn.Hardtanh: lambda m: (m.min_val, m.max_val),
 }
-FUNCTION_CLAMPS: dict[Any, Callable[[fx.Node], tuple[float, float]]] = {
+FUNCTION_CLAMPS: dict[Any, Callable[[fx.Node], tuple[Any, Any] | None]] = {
     F.relu: lambda n: (0.0, INF), torch.relu: lambda n: (0.0, INF), torch.relu_: lambda n: (0.0, INF),
     F.relu6: lambda n: (0.0, 6.0),
     F.hardtanh: lambda n: (_argument(n, 1, "min_val", -1.0), _argument(n, 2, "max_val", 1.0)),
+    torch.clamp: _min_max, torch.clip: _min_max,
 }
-METHOD_CLAMPS = {"relu": (0.0, INF), "relu_": (0.0, INF)}
+METHOD_CLAMPS: dict[str, Callable[[fx.Node], tuple[Any, Any] | None]] = {
+    "relu": lambda n: (0.0, INF), "relu_": lambda n: (0.0, INF),
+    "clamp": _min_max, "clamp_": _min_max, "clip": _min_max, "clip_": _min_max,
+}
 
 
 def clamp_of(node: fx.Node, graph_module: fx.GraphModule) -> tuple[float, float] | None:
@@ -72,11 +71,12 @@ def clamp_of(node: fx.Node, graph_module: fx.GraphModule) -> tuple[float, float]
     elif node.op == "call_function" and node.target in FUNCTION_CLAMPS:
         bounds = FUNCTION_CLAMPS[node.target](node)
     elif node.op == "call_method" and node.target in METHOD_CLAMPS:
-        bounds = METHOD_CLAMPS[node.target]
+        bounds = METHOD_CLAMPS[node.target](node)
     else:
-        bounds = _clamp_bounds(node)
+        return None
+    # a tensor bound is not constant; a NaN bound makes torch.clamp's output all NaN: both left to PyTorch
     if bounds is None or not all(_number(b) and not math.isnan(b) for b in bounds):
-        return None  # a NaN bound makes torch.clamp's output all NaN: left to PyTorch
+        return None
     return float(bounds[0]), float(bounds[1])
 
 

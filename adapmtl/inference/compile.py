@@ -129,9 +129,13 @@ def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, child, module)
 
 
-def _fused(working: nn.Module) -> int:
-    """Activations fused into the layers before them, in a traced model (none otherwise)."""
-    return fuse_activations(working) if isinstance(working, fx.GraphModule) else 0
+def _compiled(working: nn.Module, plan: Plan) -> SparseCompiled:
+    """`working`, its layers on their paths, as a SparseCompiled model, after the rewrites outside the layers:
+    bilinear resizing in two passes and, in a traced model, activations fused into the direct layer before
+    them. Their counts go into the plan (a copy of `plan`); the whole-model check covers both."""
+    upsampling = use_separable_upsampling(working)
+    fused = fuse_activations(working) if isinstance(working, fx.GraphModule) else 0
+    return SparseCompiled(working, replace(plan, separable_upsampling=upsampling, fused_activations=fused))
 
 
 SPARSITY_DRIFT = 0.05  # a layer's sparsity this far from the plan's: the plan was made for other weights
@@ -203,12 +207,11 @@ def _reloaded_unchanged(model: nn.Module, example_input: torch.Tensor, plan: Pla
         return None
     working = copy.deepcopy(model).eval()
     working, fused = fold_batchnorm(working, None) if plan.fused_batchnorm else (working, False)
-    upsampling = use_separable_upsampling(working)
     try:
         _layer_paths_from_plan(working, _layer_names(working), plan)
     except InferenceError:
         return None
-    compiled = SparseCompiled(working, Plan(plan.layers, fused, plan.input_shape, record, upsampling, _fused(working)))
+    compiled = _compiled(working, Plan(plan.layers, fused, plan.input_shape, record))
     shape = torch.Size(plan.input_shape)
     random = random_like(torch.empty(shape, dtype=example_input.dtype, device=example_input.device))
     try:
@@ -280,15 +283,13 @@ def compile_sparse(
     unfolded = _unfused(working, check)
     # BatchNorm folded (as the plan says, when there is one); checked below and at the end
     working, fused = fold_batchnorm(unfolded, None) if plan is None or plan.fused_batchnorm else (unfolded, False)
-    upsampling = use_separable_upsampling(working)
     names = _layer_names(working)
     if plan is not None:  # one check at the end, on the example input: reloading takes one dense forward
         layers, drift = _with_current_sparsity(working, names, plan)
         _layer_paths_from_plan(working, names, plan)
         if drift:  # stacklevel: past compile_sparse's torch.no_grad wrapper, to the caller
             warnings.warn(drift, RuntimeWarning, stacklevel=3)
-        compiled = SparseCompiled(working, Plan(layers, fused, plan.input_shape, separable_upsampling=upsampling,
-                                                fused_activations=_fused(working)))
+        compiled = _compiled(working, Plan(layers, fused, plan.input_shape))
         check.verify(compiled)
         return compiled
 
@@ -299,7 +300,6 @@ def compile_sparse(
         except InferenceError as error:
             warnings.warn(f"{error}; compiling without folding BatchNorm", RuntimeWarning, stacklevel=3)
             working, fused = unfolded, False
-            upsampling = use_separable_upsampling(working)
             names = _layer_names(working)
             inputs, _ = _capture_inputs(working, names, example_input)
     # layers the graph also reads otherwise (a weight passed to a function) stay as they are
@@ -315,8 +315,7 @@ def compile_sparse(
         choices[name], module = timer.choose(name, layer, x)
         if choices[name].path != "dense":
             _set_module(working, name, module)
-    compiled = SparseCompiled(working, Plan(choices, fused, list(example_input.shape),
-                                            separable_upsampling=upsampling, fused_activations=_fused(working)))
+    compiled = _compiled(working, Plan(choices, fused, list(example_input.shape)))
     check.verify(compiled)
     if not has_fused_transformers(model):
         compiled.plan.fingerprint = fingerprint(model, check.got["a random input"])

@@ -81,6 +81,13 @@ def slowest_layers(plan: Plan, count: int) -> str:
     return "\n".join(lines)
 
 
+def plan_path(run_dir: str | Path, plan_out: str | Path | None = None) -> Path:
+    """Where `compile_run` saves the plan: `plan_out`, else RUN_DIR/export/plan.json."""
+    from adapmtl.engine.rundir import RunDir
+
+    return Path(plan_out) if plan_out else RunDir(run_dir).plan_file
+
+
 def compile_run(run_dir: str | Path, *, batch: int = 1, size: Sequence[int] | None = None, rounds: int = 5,
                 plan_out: str | Path | None = None) -> tuple[SparseCompiled, SpeedComparison, Path]:
     """Compile a finished run's finalized model for a batch of `batch` images of `size` (H, W;
@@ -100,6 +107,6 @@ def compile_run(run_dir: str | Path, *, batch: int = 1, size: Sequence[int] | No
     example = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
     compiled = compile_sparse(model, example)
     comparison = compare_speed(model, compiled, example, rounds)
-    path = Path(plan_out) if plan_out else RunDir(run_dir).plan_file
+    path = plan_path(run_dir, plan_out)
     compiled.plan.save(path)
     return compiled, comparison, path

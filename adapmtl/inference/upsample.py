@@ -23,7 +23,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-INTERPOLATE_FUNCTIONS = (F.interpolate, F.upsample, torch.nn.functional.interpolate)
+INTERPOLATE_FUNCTIONS = (F.interpolate, F.upsample)
 
 
 def _pair(value):

@@ -41,9 +41,15 @@ static inline float clamped(float x, float low, float high) {
     return x > high ? high : x;
 }
 
-/* Whether the tile of block `block` must be stored even with no nonzero to add: the last block clamps. */
+/* Whether block `block` clamps what it stores: the last one, where the layer has a clamp. */
+static inline int clamps_here(const conv_args* p, int64_t block) {
+    return p->clamp && block == p->blocks - 1;
+}
+
+/* Whether the tile of block `block` must be stored even with no nonzero to add: the first writes the
+ * bias, the last clamps. */
 static inline int must_store(const conv_args* p, int64_t block) {
-    return block == 0 || (p->clamp && block == p->blocks - 1);
+    return block == 0 || clamps_here(p, block);
 }
 
 /* Nonzeros of output channel o, input-channel block b: groups (b, o, t) for the T taps. */
@@ -130,7 +136,7 @@ static inline lanes_mask lane_bits(uint32_t bits) {  /* lane j on where bit j is
 /* The sums as stored: clamped on the last block where the layer has a clamp. max/min return their
  * second operand when either is NaN, so a NaN sum stays NaN (as torch.clamp). */
 static inline vec stored(const conv_args* p, int64_t block, vec sum) {
-    if (!p->clamp || block != p->blocks - 1) return sum;
+    if (!clamps_here(p, block)) return sum;
     return VMIN(VSET1(p->clamp[1]), VMAX(VSET1(p->clamp[0]), sum));
 }
 
