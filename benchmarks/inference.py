@@ -17,7 +17,10 @@ contenders run in alternating rounds in one process, 20 ms apart (so one pool's 
 threads do not slow the next); times are medians. "vs dense" is the median of the per-round
 ratios; "vs best rt" = the faster runtime's median / compiled's median (the issue 17 goal: 2×).
 "compile s": compile_sparse's time; "reload s": compile_sparse with the saved plan.
-At 90 % the slowest layers of the plan are listed (each path's time, ms). Unless `--default-malloc`,
+Each row's "arithmetic" line gives the forward's multiply-adds and every contender's rate in GFLOP/s
+against the cores' measured peak: ours over the useful multiply-adds (nonzero weight, input inside the
+image), the runtimes' over the dense ones; at 90 % the slowest layers of the plan are listed (each
+path's time, ms, and the chosen path's useful rate). Unless `--default-malloc`,
 glibc is first asked to keep freed memory (`keep_freed_memory`): otherwise PyTorch, dense and compiled
 alike, page-faults its large tensors back in on every forward once the process holds more memory
 (+60 % at batch 8), which the runtimes, with their own arenas, never pay. A full run takes about
@@ -44,6 +47,7 @@ from adapmtl.inference.memory import keep_freed_memory
 from adapmtl.export.onnx import write_onnx
 from adapmtl.inference.runtimes import RUNTIMES, available_runtimes, max_difference
 from adapmtl.inference.speed import slowest_layers, time_alternating
+from adapmtl.inference.work import Work, core_peak_gflops, model_work
 from adapmtl.models import create_model
 from adapmtl.models.spec import ModelSpec
 from adapmtl.sparsity import assign_components
@@ -115,8 +119,24 @@ def measure(name: str, overall: float, shares: dict[str, float], model: nn.Modul
     if differences:
         print("    runtimes' max |difference| from dense PyTorch: "
               + ", ".join(f"{r} {d:.2g}" for r, d in differences.items()))
+    work = model_work(model, x)
+    print("    " + _rates(work, threads, {"compiled": fast, **runtime_ms}, args.core_peak), flush=True)
     if args.profile and abs(overall - 0.9) < 1e-9:
-        print(textwrap.indent(slowest_layers(compiled.plan, args.profile), "    "), flush=True)
+        print(textwrap.indent(slowest_layers(compiled.plan, args.profile, work), "    "), flush=True)
+
+
+def _rates(work: dict[str, Work], threads: int, median_ms: dict[str, float], core_peak: float | None) -> str:
+    """The forward's multiply-adds and each contender's rate: ours over the useful ones (what it must do),
+    the runtimes' over the dense ones (what they do), against the peak of `threads` cores."""
+    total = sum(work.values(), Work(0, 0))
+    peak = core_peak * threads if core_peak else None
+    parts = []
+    for name, ms in median_ms.items():
+        kind, count = ("useful", total.useful) if name == "compiled" else ("dense", total.dense)
+        gflops = 2 * count / ms / 1e6
+        parts.append(f"{name} {gflops:.0f} GFLOP/s {kind}" + (f" ({gflops / peak:.0%} of peak)" if peak else ""))
+    return (f"arithmetic: {total.useful / 1e9:.2f} G useful multiply-adds (nonzero weight, input inside the image), "
+            f"{total.dense / 1e9:.2f} G dense; " + (f"peak {peak:.0f} GFLOP/s; " if peak else "") + ", ".join(parts))
 
 
 @torch.no_grad()
@@ -139,8 +159,11 @@ def main() -> None:
     args = parser.parse_args()
     malloc = "glibc default" if args.default_malloc else (
         "freed memory kept (adapmtl.inference.memory)" if keep_freed_memory() else "not glibc: as it is")
+    args.core_peak = core_peak_gflops()
+    peak = f"{args.core_peak:.0f} GFLOP/s (measured; n threads: n times that)" if args.core_peak else "unknown (no kernel)"
     print(f"torch {torch.__version__}, threads {args.threads}, input {args.size}x{args.size}; "
-          f"native kernel: {native.status()}; runtimes: {_versions(args.runtimes)}; malloc: {malloc}")
+          f"native kernel: {native.status()}; runtimes: {_versions(args.runtimes)}; malloc: {malloc}; "
+          f"one core's multiply-add peak: {peak}")
     print(f"{'model':<17} {'sp.':>4} {'bb':>4} {'head':>4} {'thr':>3} {'bat':>3} {'dense ms':>8} {'ours ms':>8} "
           + " ".join(f"{r + ' ms':>11}" for r in RUNTIMES)
           + f" {'vs dense':>8} {'vs best rt':>10} {'compile s':>9} {'reload s':>8}  paths")

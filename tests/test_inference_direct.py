@@ -252,7 +252,7 @@ def test_direct_is_offered_for_a_dense_conv_since_it_skips_padding():
     (1, 3, 2, 1, 1, range(0)),  # outputs at -2 and 1 of a 1-pixel axis: no tap sees it
 ])
 def test_inside_taps_are_those_that_reach_the_image(kernel, stride, padding, dilation, size, expected):
-    from adapmtl.inference.direct import inside_taps
+    from adapmtl.inference.geometry import inside_taps
     out_size = (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
     assert inside_taps(kernel, stride, padding, dilation, size, out_size) == expected
 

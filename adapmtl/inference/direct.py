@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adapmtl.inference import native
-from adapmtl.inference.geometry import conv_output_size
+from adapmtl.inference.geometry import conv_output_size, inside_taps
 
 _warned: set[str] = set()
 # Input channels are taken in blocks so that the input a tile reads stays in the L1 cache
@@ -44,19 +44,6 @@ class _Nonzeros(NamedTuple):
     kernel_size: tuple[int, int]
     padding: tuple[int, int]  # may be negative: only the arithmetic input = out·stride − padding + tap·dilation matters
     blocks: int
-
-
-def inside_taps(kernel: int, stride: int, padding: int, dilation: int, size: int, out_size: int) -> range:
-    """The taps k of one axis for which some output position o in [0, out_size) reads an input
-    position o·stride − padding + k·dilation inside [0, size): a contiguous range (maybe empty),
-    since the position grows with k. A dilated tap on a small map can see only padding."""
-    def sees_image(k: int) -> bool:
-        shift = k * dilation - padding
-        first = 0 if shift >= 0 else -(shift // stride)  # smallest o with o·stride + shift >= 0
-        last = min(out_size - 1, (size - 1 - shift) // stride) if size - 1 - shift >= 0 else -1
-        return first <= last
-    inside = [k for k in range(kernel) if sees_image(k)]
-    return range(inside[0], inside[-1] + 1) if inside else range(0)
 
 
 def _starts(counts: torch.Tensor) -> torch.Tensor:

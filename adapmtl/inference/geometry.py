@@ -1,4 +1,5 @@
-"""Output size of a convolution, shared by the execution paths."""
+"""Where a convolution's taps land: output size, and which output positions each tap reads inside
+the image (shared by the execution paths and the work count)."""
 from __future__ import annotations
 
 from torch import nn
@@ -11,3 +12,22 @@ def conv_output_size(layer: nn.Module, height: int, width: int) -> tuple[int, in
         (size + 2 * layer.padding[i] - layer.dilation[i] * (layer.kernel_size[i] - 1) - 1) // layer.stride[i] + 1
         for i, size in enumerate((height, width))
     )
+
+
+def inside_positions(kernel: int, stride: int, padding: int, dilation: int, size: int, out_size: int) -> list[int]:
+    """For each tap k of one axis, how many output positions o in [0, out_size) read an input position
+    o·stride − padding + k·dilation inside [0, size) (the rest read zero padding). Length `kernel`."""
+    counts = []
+    for k in range(kernel):
+        shift = k * dilation - padding
+        first = 0 if shift >= 0 else -(shift // stride)  # smallest o with o·stride + shift >= 0
+        last = min(out_size - 1, (size - 1 - shift) // stride) if size - 1 - shift >= 0 else -1
+        counts.append(max(0, last - first + 1))
+    return counts
+
+
+def inside_taps(kernel: int, stride: int, padding: int, dilation: int, size: int, out_size: int) -> range:
+    """The taps k of one axis that read the image at some output position: a contiguous range (maybe
+    empty), since the input position grows with k. A dilated tap on a small map can see only padding."""
+    inside = [k for k, count in enumerate(inside_positions(kernel, stride, padding, dilation, size, out_size)) if count]
+    return range(inside[0], inside[-1] + 1) if inside else range(0)

@@ -32,7 +32,8 @@ SOURCE = SOURCES["sparse_conv2d"]
 _POINTER, _SIZE = ctypes.c_void_p, ctypes.c_int64
 # (argument types, result type) of each library's entry points, besides adapmtl_simd_lanes and adapmtl_openmp
 SIGNATURES = {
-    "sparse_conv2d": {"adapmtl_sparse_conv2d_f32": ([_POINTER] * 8 + [_SIZE] * 2, None)},
+    "sparse_conv2d": {"adapmtl_sparse_conv2d_f32": ([_POINTER] * 8 + [_SIZE] * 2, None),
+                      "adapmtl_multiply_add_rounds": ([_SIZE], ctypes.c_float)},
     "sparse_linear": {"adapmtl_sparse_linear_f32": ([_POINTER] * 7 + [_SIZE] * 5, None),
                       "adapmtl_linear_stride": ([_SIZE], _SIZE)},
 }

@@ -12,6 +12,7 @@ from torch import nn
 
 from adapmtl.inference.compile import InferenceError, Plan, SparseCompiled, compile_sparse
 from adapmtl.inference.timing import elapsed_seconds
+from adapmtl.inference.work import Work
 
 
 @dataclass
@@ -66,10 +67,12 @@ def compare_speed(model: nn.Module, compiled: nn.Module, example_input: torch.Te
     return SpeedComparison(times["dense"], times["compiled"])
 
 
-def slowest_layers(plan: Plan, count: int) -> str:
+def slowest_layers(plan: Plan, count: int, work: Mapping[str, Work] | None = None) -> str:
     """The `count` layers whose chosen path takes longest, with every path's time: where the time goes.
-    Layers that were not timed (not called as modules on the example input, e.g. a Linear whose
-    weight a custom module reads directly, or one no input reaches; they stay dense) are counted."""
+    With `work` ({layer name: Work} on the plan's example input, `model_work`), each line also gives the
+    chosen path's useful rate (GFLOP/s, 2 per useful multiply-add). Layers that were not timed (not called
+    as modules on the example input, e.g. a Linear whose weight a custom module reads directly, or one no
+    input reaches; they stay dense) are counted."""
     layers = sorted(((n, c) for n, c in plan.layers.items() if c.times_ms), key=lambda item: -item[1].times_ms[item[1].path])
     total = sum(choice.times_ms[choice.path] for _, choice in layers)
     untimed = len(plan.layers) - len(layers)
@@ -77,7 +80,9 @@ def slowest_layers(plan: Plan, count: int) -> str:
              + (f" ({untimed} layer(s) not called as modules, not timed, left dense)" if untimed else "")]
     for name, choice in layers[:count]:
         times = ", ".join(f"{path} {ms:.2f}" for path, ms in choice.times_ms.items())
-        lines.append(f"  {name:<42} {choice.sparsity:>6.1%} {choice.path:<6} ({times} ms)")
+        rate = (f", {2 * work[name].useful / choice.times_ms[choice.path] / 1e6:.0f} GFLOP/s useful"
+                if work and name in work else "")
+        lines.append(f"  {name:<42} {choice.sparsity:>6.1%} {choice.path:<6} ({times} ms{rate})")
     return "\n".join(lines)
 
 

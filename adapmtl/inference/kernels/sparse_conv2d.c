@@ -384,6 +384,32 @@ int adapmtl_simd_lanes(void) {
 #endif
 }
 
+/* The multiply-add peak of this build on one core: `iterations` rounds of 8 independent vector (or, in
+ * the portable build, scalar) multiply-adds in registers, for the caller to time (adapmtl.inference.work).
+ * Eight chains cover the FMA latency of current cores; the sum returned keeps the loop from being dropped. */
+float adapmtl_multiply_add_rounds(int64_t iterations) {
+#ifdef LANES
+    vec chain[8];
+    const vec factor = VSET1(0.999f), term = VSET1(1e-3f);
+    for (int i = 0; i < 8; ++i) chain[i] = VSET1((float)i);
+    for (int64_t r = 0; r < iterations; ++r)
+        for (int i = 0; i < 8; ++i) chain[i] = VFMA(factor, chain[i], term);
+    float lanes[LANES], sum = 0.0f;
+    for (int i = 0; i < 8; ++i) {
+        VSTORE(lanes, lane_mask(0, LANES), chain[i]);
+        sum += lanes[0];
+    }
+    return sum;
+#else
+    float chain[8], sum = 0.0f;
+    for (int i = 0; i < 8; ++i) chain[i] = (float)i;
+    for (int64_t r = 0; r < iterations; ++r)
+        for (int i = 0; i < 8; ++i) chain[i] = 0.999f * chain[i] + 1e-3f;
+    for (int i = 0; i < 8; ++i) sum += chain[i];
+    return sum;
+#endif
+}
+
 /* Whether this build runs its jobs on OpenMP threads (PyTorch's own libgomp pool, shared). */
 int adapmtl_openmp(void) {
 #ifdef _OPENMP
