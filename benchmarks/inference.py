@@ -14,7 +14,8 @@ intra-op threads = torch's, one inter-op thread, sequential) and OpenVINO where 
 (`pip install -e ".[bench]"`; CPU device, INFERENCE_NUM_THREADS = torch's, LATENCY hint,
 float32). Each runtime's outputs are checked against dense PyTorch before it is timed. All
 contenders run in alternating rounds in one process, 20 ms apart (so one pool's spinning
-threads do not slow the next); times are medians. "vs dense" is the median of the per-round
+threads do not slow the next; ONNX Runtime's, which spun longer, stop when its run returns:
+`adapmtl.inference.runtimes`); times are medians. "vs dense" is the median of the per-round
 ratios; "vs best rt" = the faster runtime's median / compiled's median (the issue 17 goal: 2×).
 "compile s": compile_sparse's time; "reload s": compile_sparse with the saved plan.
 Each row's "arithmetic" line gives the forward's multiply-adds and every contender's rate in GFLOP/s

@@ -6,6 +6,8 @@ returns the model's outputs as a tuple of tensors in the ONNX file's output orde
 `adapmtl.export.onnx._flatten`: a dict model's keys, in order). Each is set up for the fastest
 single-stream latency its runtime offers: the batch fixed to the example's (a static shape lets
 both plan their kernels), `threads` intra-op threads, one inter-op thread, sequential execution.
+ONNX Runtime's threads spin during a run, as by default, and stop when it returns, so that they leave
+the cores to whatever the process runs next (in the benchmark: the next contender).
 
 onnxruntime is a dependency; OpenVINO is the optional extra `bench` (`pip install -e ".[bench]"`):
 `openvino_available()` says whether it imports, nothing else here needs it.
@@ -45,6 +47,10 @@ def onnxruntime_runner(path: str | Path, example: torch.Tensor, threads: int) ->
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Its pool spins while a run lasts, as by default, but stops when the run returns: left spinning, on two
+    # cores it took one from whatever the process ran next, for longer than the benchmark's pause (the
+    # compiled model ran at 51-57 ms right after it, 33-36 ms on its own).
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     try:
         probe = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         batch_dim = probe.get_inputs()[0].shape[0]
