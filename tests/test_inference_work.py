@@ -41,6 +41,8 @@ CONVS = [
     nn.Conv2d(6, 6, 3, padding=1, groups=6),
     nn.Conv2d(6, 4, 3, stride=2, padding=1, groups=2, bias=False),
     nn.Conv2d(6, 8, 1),
+    nn.Conv2d(6, 8, (3, 4), padding="same", dilation=2),  # even kernel: the odd padding pixel goes after
+    nn.Conv2d(6, 8, 3, padding="valid"),
 ]
 
 
@@ -58,8 +60,16 @@ def test_a_convolutions_multiply_adds_are_its_weights_times_the_pixels_they_reac
     work = layer_work(layer, shape)
     assert work == Work(int(useful), int(dense))
     assert 0 < work.useful < work.dense
-    out_h, out_w = conv_output_size(layer, 11, 9)
+    out_h, out_w = F.conv2d(ones, layer.weight, *args).shape[2:]
     assert work.dense <= 3 * layer.weight.numel() * out_h * out_w  # never more than every tap at every output
+
+
+def test_with_padding_that_is_data_every_tap_counts_at_every_output():
+    layer = nn.Conv2d(4, 5, 3, padding=2, dilation=2, padding_mode="reflect")
+    with torch.no_grad():
+        layer.weight[:, :2] = 0
+    out_h, out_w = conv_output_size(layer, 7, 6)
+    assert layer_work(layer, (2, 4, 7, 6)) == Work(2 * 5 * 2 * 9 * out_h * out_w, 2 * 5 * 4 * 9 * out_h * out_w)
 
 
 def test_a_linear_layers_multiply_adds_are_its_weights_times_the_rows():

@@ -6,7 +6,8 @@ from adapmtl.inference.direct import Direct
 from adapmtl.inference.memory import keep_freed_memory
 from adapmtl.inference.paths import CSR, Shrunk, candidate_paths
 from adapmtl.inference.transformer import unfuse_transformers
+from adapmtl.inference.work import Work, core_peak_gflops, layer_work, model_work
 
 __all__ = ["CSR", "CSRLinear", "Direct", "InferenceError", "LayerChoice", "ModelCheck", "Plan", "Shrunk",
-           "SparseCompiled", "candidate_paths", "compile_sparse", "keep_freed_memory",
-           "unfuse_transformers"]
+           "SparseCompiled", "Work", "candidate_paths", "compile_sparse", "core_peak_gflops", "keep_freed_memory",
+           "layer_work", "model_work", "unfuse_transformers"]

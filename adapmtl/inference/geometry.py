@@ -14,6 +14,22 @@ def conv_output_size(layer: nn.Module, height: int, width: int) -> tuple[int, in
     )
 
 
+def conv_axes(layer: nn.Conv2d, height: int, width: int) -> list[tuple[int, int, int, int, int, int]]:
+    """Per axis (height, then width): (kernel, stride, padding before, dilation, input size, output size),
+    for padding given as numbers or as "valid" / "same" (PyTorch's rule: the odd pixel of padding after)."""
+    axes = []
+    for i, size in enumerate((height, width)):
+        kernel, stride, dilation = layer.kernel_size[i], layer.stride[i], layer.dilation[i]
+        if layer.padding == "same":
+            total = dilation * (kernel - 1)
+            before, out_size = total // 2, size
+        else:
+            before = 0 if layer.padding == "valid" else layer.padding[i]
+            out_size = (size + 2 * before - dilation * (kernel - 1) - 1) // stride + 1
+        axes.append((kernel, stride, before, dilation, size, out_size))
+    return axes
+
+
 def inside_positions(kernel: int, stride: int, padding: int, dilation: int, size: int, out_size: int) -> list[int]:
     """For each tap k of one axis, how many output positions o in [0, out_size) read an input position
     o·stride − padding + k·dilation inside [0, size) (the rest read zero padding). Length `kernel`."""

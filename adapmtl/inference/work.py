@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from adapmtl.inference import native
-from adapmtl.inference.geometry import conv_output_size, inside_positions
+from adapmtl.inference.geometry import conv_axes, inside_positions
 
 
 @dataclass(frozen=True)
@@ -23,21 +23,27 @@ class Work:
     dense: int
 
     def __add__(self, other: "Work") -> "Work":
+        """Both counts summed (a model's from its layers')."""
         return Work(self.useful + other.useful, self.dense + other.dense)
 
 
 def layer_work(layer: nn.Module, input_shape: torch.Size | tuple[int, ...]) -> Work:
     """The multiply-adds of `layer` (Conv2d or Linear) on an input of `input_shape` ([B, C, H, W] for a
     convolution, [..., in_features] for a linear layer). A convolution tap (kh, kw) adds its weights'
-    count times the output positions where it reads inside the image (rows × columns, `inside_positions`).
+    count times the output positions where it reads inside the image (rows × columns, `inside_positions`);
+    padding given as numbers, "same" or "valid"; with a padding mode other than zeros every tap reads data
+    at every output.
 
     Raises TypeError for other layers."""
     weight = layer.weight.detach()
     if isinstance(layer, nn.Conv2d):
         batch, _, height, width = input_shape
-        out_h, out_w = conv_output_size(layer, height, width)
-        rows, columns = (torch.tensor(inside_positions(*axis), dtype=torch.float64) for axis in zip(
-            layer.kernel_size, layer.stride, layer.padding, layer.dilation, (height, width), (out_h, out_w)))
+        if layer.padding_mode == "zeros":
+            rows, columns = (torch.tensor(inside_positions(*axis), dtype=torch.float64)
+                             for axis in conv_axes(layer, height, width))
+        else:  # reflected, replicated or circular padding is data: every tap reads some at every output
+            rows, columns = (torch.full((axis[0],), float(max(axis[5], 0)), dtype=torch.float64)
+                             for axis in conv_axes(layer, height, width))
         positions = rows[:, None] * columns[None, :]  # [kh, kw]: output positions each tap reads inside
         per_tap_nonzero = weight.ne(0).sum(dim=(0, 1)).double()
         per_tap_all = float(weight.shape[0] * weight.shape[1])
