@@ -38,12 +38,13 @@ def test_runtime_gives_the_models_outputs(exported, runtime, batch):
         max_difference(lambda x: (outputs[0] + 1, outputs[1]), model, x)
 
 
-def test_rounds_alternate_after_one_warm_up_each():
+def test_rounds_alternate_after_one_warm_up_each_and_rotate():
     calls = []
-    times = time_alternating({"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")},
-                             torch.zeros(1), rounds=3)
-    assert calls == ["a", "b"] * 4
-    assert len(times["a"]) == len(times["b"]) == 3 and all(t >= 0 for t in times["a"])
+    times = time_alternating({name: lambda x, name=name: calls.append(name) for name in "abc"},
+                             torch.zeros(1), rounds=4)
+    # warm-up in order, then each round starts one further on: none always follows the same one
+    assert "".join(calls) == "abc" + "abc" + "bca" + "cab" + "abc"
+    assert len(times["a"]) == len(times["b"]) == len(times["c"]) == 4 and all(t >= 0 for t in times["a"])
     with pytest.raises(ValueError, match="rounds must be at least 1"):
         time_alternating({"a": lambda x: None}, torch.zeros(1), rounds=0)
 

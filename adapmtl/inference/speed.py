@@ -40,22 +40,26 @@ class SpeedComparison:
 def time_alternating(contenders: Mapping[str, Callable[[torch.Tensor], Any]], example_input: torch.Tensor,
                      rounds: int = 5, pause_s: float = 0.0) -> dict[str, list[float]]:
     """Seconds of one call of each contender on `example_input`, {name: [one per round]}: every
-    round calls each contender once, in order, so a slow moment of a shared machine hits all of
-    them; one warm-up call each first. `pause_s` (seconds, untimed) between calls lets the threads
-    of the previous contender's pool (OpenMP, ONNX Runtime and OpenVINO spin a while after a call)
-    go idle before the next one is timed.
+    round calls each contender once, so a slow moment of a shared machine hits all of them; one
+    warm-up call each first. Round r starts at the r-th contender (the order rotates), so that no
+    contender always runs right after the same one: what a call leaves behind (caches filled with
+    its own data, a pool's threads still spinning) falls on each in turn. `pause_s` (seconds,
+    untimed) between calls lets the threads of the previous contender's pool (OpenMP, ONNX Runtime
+    and OpenVINO spin a while after a call) go idle before the next one is timed.
 
     Raises ValueError if `rounds` < 1."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     for run in contenders.values():
         run(example_input)
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, run in contenders.items():
+    names = list(contenders)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        start = round_index % len(names)
+        for name in names[start:] + names[:start]:
             if pause_s:
                 time.sleep(pause_s)
-            times[name].append(elapsed_seconds(lambda: run(example_input)))
+            times[name].append(elapsed_seconds(lambda: contenders[name](example_input)))
     return times
 
 
