@@ -13,20 +13,20 @@ no sparsity, only their own graph optimisations): ONNX Runtime (all default opti
 intra-op threads = torch's, one inter-op thread, sequential) and OpenVINO where installed
 (`pip install -e ".[bench]"`; CPU device, INFERENCE_NUM_THREADS = torch's, LATENCY hint,
 float32). Each runtime's outputs are checked against dense PyTorch before it is timed. All
-contenders run in alternating rounds in one process, the order rotating from round to round so that
-none always follows the same one, 20 ms apart (so one pool's spinning
-threads do not slow the next; ONNX Runtime's, which spun longer, stop when its run returns:
-`adapmtl.inference.runtimes`); times are medians. "vs dense" is the median of the per-round
-ratios; "vs best rt" = the faster runtime's median / compiled's median (the issue 17 goal: 2×).
-"compile s": compile_sparse's time; "reload s": compile_sparse with the saved plan.
-Each row's "arithmetic" line gives the forward's multiply-adds and every contender's rate in GFLOP/s
-against the cores' measured peak: ours over the useful multiply-adds (nonzero weight, input inside the
-image), the runtimes' over the dense ones; at 90 % the slowest layers of the plan are listed (each
-path's time, ms, and the chosen path's useful rate). Unless `--default-malloc`,
-glibc is first asked to keep freed memory (`keep_freed_memory`): otherwise PyTorch, dense and compiled
-alike, page-faults its large tensors back in on every forward once the process holds more memory
-(+60 % at batch 8), which the runtimes, with their own arenas, never pay. A full run takes about
-40 minutes on two cores (ResNet34 at batch 8: about 9 minutes a row); time on a quiet machine.
+contenders run in alternating rounds in one process, the order rotating from round to round so
+that none always follows the same one, 20 ms apart so that one pool's spinning threads do not slow
+the next (ONNX Runtime's, which spun longer, stop when its run returns: adapmtl.inference.runtimes);
+times are medians. "vs dense" is the median of the per-round ratios; "vs best rt" = the faster
+runtime's median / compiled's median (the issue 17 goal: 2×). "compile s": compile_sparse's time;
+"reload s": compile_sparse with the saved plan. Each row's "arithmetic" line gives the forward's
+multiply-adds and every contender's rate in GFLOP/s against the cores' measured peak: ours over the
+useful multiply-adds (nonzero weight, input inside the image), the runtimes' over the dense ones. At
+90 % the slowest layers of the plan are listed (each path's time, ms, and the chosen path's useful
+rate). Unless `--default-malloc`, glibc is first asked to keep freed memory (`keep_freed_memory`):
+otherwise PyTorch, dense and compiled alike, page-faults its large tensors back in on every forward
+once the process holds more memory (+60 % at batch 8), which the runtimes, with their own arenas,
+never pay. A full run takes about 40 minutes on two cores (ResNet34 at batch 8: about 9 minutes a
+row); time on a quiet machine.
 
     python benchmarks/inference.py [--models deeplab_resnet34 mobilenetv2] [--sparsities 0 0.7 0.9 0.95]
                                    [--batches 1 8] [--threads 1 2] [--rounds 5] [--profile 10]
