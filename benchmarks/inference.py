@@ -95,8 +95,10 @@ def _ms(seconds: list[float]) -> float:
 
 @torch.no_grad()
 def measure(name: str, overall: float, shares: dict[str, float], model: nn.Module, onnx_path: Path, batch: int,
-            threads: int, args: argparse.Namespace, plan_dir: Path) -> None:
-    """One row: compile (and reload) for `batch` images on `threads` threads, check the runtimes, time all."""
+            threads: int, args: argparse.Namespace, plan_dir: Path, works: dict[int, dict[str, Work]]) -> None:
+    """One row: compile (and reload) for `batch` images on `threads` threads, check the runtimes, time all.
+    `works`: the model's multiply-adds per batch size, filled on first need (a dense forward: the same for
+    every thread count)."""
     torch.set_num_threads(threads)
     x = torch.randn(batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
     start = time.perf_counter()
@@ -121,7 +123,9 @@ def measure(name: str, overall: float, shares: dict[str, float], model: nn.Modul
     if differences:
         print("    runtimes' max |difference| from dense PyTorch: "
               + ", ".join(f"{r} {d:.2g}" for r, d in differences.items()))
-    work = model_work(model, x)
+    if batch not in works:
+        works[batch] = model_work(model, x)
+    work = works[batch]
     print("    " + _rates(work, threads, {"compiled": fast, **runtime_ms}, args.core_peak), flush=True)
     if args.profile and abs(overall - 0.9) < 1e-9:
         print(textwrap.indent(slowest_layers(compiled.plan, args.profile, work), "    "), flush=True)
@@ -178,9 +182,10 @@ def main() -> None:
                 onnx_path = Path(scratch) / f"{name}-{overall}.onnx"
                 if args.runtimes:
                     write_onnx(model, ModelSpec(name, dict(TASKS)), onnx_path, (args.size, args.size))
+                works: dict[int, dict[str, Work]] = {}
                 for threads in args.threads:
                     for batch in args.batches:
-                        measure(name, overall, shares, model, onnx_path, batch, threads, args, Path(scratch))
+                        measure(name, overall, shares, model, onnx_path, batch, threads, args, Path(scratch), works)
 
 
 def _versions(runtimes: list[str]) -> str:

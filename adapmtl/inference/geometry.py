@@ -8,15 +8,13 @@ from torch import nn
 def conv_output_size(layer: nn.Module, height: int, width: int) -> tuple[int, int]:
     """The spatial size a convolution (anything with kernel_size, stride, padding and
     dilation pairs) gives for an input of height × width."""
-    return tuple(
-        (size + 2 * layer.padding[i] - layer.dilation[i] * (layer.kernel_size[i] - 1) - 1) // layer.stride[i] + 1
-        for i, size in enumerate((height, width))
-    )
+    return tuple(axis[5] for axis in conv_axes(layer, height, width))
 
 
-def conv_axes(layer: nn.Conv2d, height: int, width: int) -> list[tuple[int, int, int, int, int, int]]:
-    """Per axis (height, then width): (kernel, stride, padding before, dilation, input size, output size),
-    for padding given as numbers or as "valid" / "same" (PyTorch's rule: the odd pixel of padding after)."""
+def conv_axes(layer: nn.Module, height: int, width: int) -> list[tuple[int, int, int, int, int, int]]:
+    """Per axis (height, then width): (kernel, stride, padding before, dilation, input size, output size) of a
+    convolution (anything with kernel_size, stride, padding and dilation pairs), for padding given as numbers
+    or as "valid" / "same" (PyTorch's rule: the odd pixel of padding after)."""
     axes = []
     for i, size in enumerate((height, width)):
         kernel, stride, dilation = layer.kernel_size[i], layer.stride[i], layer.dilation[i]

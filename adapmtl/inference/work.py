@@ -38,12 +38,13 @@ def layer_work(layer: nn.Module, input_shape: torch.Size | tuple[int, ...]) -> W
     weight = layer.weight.detach()
     if isinstance(layer, nn.Conv2d):
         batch, _, height, width = input_shape
-        if layer.padding_mode == "zeros":
-            rows, columns = (torch.tensor(inside_positions(*axis), dtype=torch.float64)
-                             for axis in conv_axes(layer, height, width))
-        else:  # reflected, replicated or circular padding is data: every tap reads some at every output
-            rows, columns = (torch.full((axis[0],), float(max(axis[5], 0)), dtype=torch.float64)
-                             for axis in conv_axes(layer, height, width))
+        per_axis = []
+        for kernel, stride, before, dilation, size, out_size in conv_axes(layer, height, width):
+            if layer.padding_mode == "zeros":
+                per_axis.append(inside_positions(kernel, stride, before, dilation, size, out_size))
+            else:  # reflected, replicated or circular padding is data: every tap reads some at every output
+                per_axis.append([max(out_size, 0)] * kernel)
+        rows, columns = (torch.tensor(counts, dtype=torch.float64) for counts in per_axis)
         positions = rows[:, None] * columns[None, :]  # [kh, kw]: output positions each tap reads inside
         per_tap_nonzero = weight.ne(0).sum(dim=(0, 1)).double()
         per_tap_all = float(weight.shape[0] * weight.shape[1])
@@ -90,9 +91,9 @@ def core_peak_gflops(seconds: float = 0.1) -> float | None:
         return None
     lanes = max(library.adapmtl_simd_lanes(), 1)
     iterations = 1_000_000
-    library.adapmtl_multiply_add_rounds(iterations)  # warm-up, and a first estimate of the rate
+    library.adapmtl_multiply_add_rounds(iterations)  # warm-up
     start = time.perf_counter()
-    library.adapmtl_multiply_add_rounds(iterations)
+    library.adapmtl_multiply_add_rounds(iterations)  # a first estimate of the rate, to size the runs
     iterations = max(iterations, int(iterations * seconds / max(time.perf_counter() - start, 1e-9)))
     best = float("inf")
     for _ in range(3):
