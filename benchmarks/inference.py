@@ -13,7 +13,7 @@ no sparsity, only their own graph optimisations): ONNX Runtime (all default opti
 intra-op threads = torch's, one inter-op thread, sequential) and OpenVINO where installed
 (`pip install -e ".[bench]"`; CPU device, INFERENCE_NUM_THREADS = torch's, LATENCY hint,
 float32). Each runtime's outputs are checked against dense PyTorch before it is timed. All
-contenders run in alternating rounds in one process, the order rotating from round to round so
+contenders run in alternating rounds in one process, each round in a shuffled (seeded) order so
 that none always follows the same one, 20 ms apart so that one pool's spinning threads do not slow
 the next (ONNX Runtime's, which spun longer, stop when its run returns: adapmtl.inference.runtimes);
 times are medians. "vs dense" is the median of the per-round ratios; "vs best rt" = the faster

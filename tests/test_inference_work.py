@@ -79,6 +79,15 @@ def test_a_linear_layers_multiply_adds_are_its_weights_times_the_rows():
     assert layer_work(layer, (2, 5, 10)) == Work(10 * 7 * 6, 10 * 7 * 10)
     with pytest.raises(TypeError, match="counts Conv2d and Linear layers, got LayerNorm"):
         layer_work(nn.LayerNorm(4), (2, 4))
+    with pytest.raises(TypeError, match="got ReLU"):  # a layer without a weight: the same error
+        layer_work(nn.ReLU(), (2, 4))
+
+
+def test_an_unbatched_convolution_input_counts_as_one_image():
+    layer = nn.Conv2d(3, 4, 3, padding=1)
+    assert layer_work(layer, (3, 6, 5)) == layer_work(layer, (1, 3, 6, 5))
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\] or \[C, H, W\], got shape \[6, 5\]"):
+        layer_work(layer, (6, 5))
 
 
 class Twice(nn.Module):
@@ -99,7 +108,41 @@ def test_model_work_counts_every_call_and_leaves_no_hook():
     assert set(work) == {"conv", "head"}  # a layer the forward never calls is not counted
     assert work["conv"] == layer_work(model.conv, (2, 3, 8, 8)) + layer_work(model.conv, (2, 3, 8, 8))
     assert work["head"] == Work(2 * 6, 2 * 6)
+    assert sum(work.values()) == work["conv"] + work["head"]
     assert not model.conv._forward_pre_hooks and not model.head._forward_pre_hooks
+
+
+class KeywordsAndNorm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.norm = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        y = self.norm(self.conv(input=x))  # a layer called with a keyword
+        return self.head(input=y.mean(dim=(2, 3)))
+
+
+def test_model_work_sees_keyword_calls_and_leaves_the_models_state_alone():
+    model = KeywordsAndNorm().train()
+    model.norm.eval()
+    work = model_work(model, torch.randn(2, 3, 5, 5))
+    assert work["conv"] == layer_work(model.conv, (2, 3, 5, 5)) and work["head"] == Work(2 * 8, 2 * 8)
+    assert model.training and model.conv.training and not model.norm.training  # each module's mode restored
+    assert int(model.norm.num_batches_tracked) == 0  # counted in eval mode: no running statistics updated
+
+
+def test_model_work_counts_the_attention_projections_that_pytorchs_fused_kernels_use_without_calling():
+    layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, batch_first=True)
+    model = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False).eval()
+    work = model_work(model, torch.randn(1, 5, 16))
+    projections = {"layers.0.self_attn.q_proj", "layers.0.self_attn.k_proj", "layers.0.self_attn.v_proj",
+                   "layers.0.self_attn.out_proj"}
+    assert projections <= set(work)
+    assert all(work[name] == Work(5 * 16 * 16, 5 * 16 * 16) for name in projections)
+    assert sum(work.values()).dense == 4 * 5 * 16 * 16 + 2 * 5 * 16 * 32
+    assert type(model.layers[0]) is nn.TransformerEncoderLayer  # counted on a copy
 
 
 def test_slowest_layers_give_the_chosen_paths_useful_rate():

@@ -1,6 +1,7 @@
 """Dense vs compiled forward time, measured side by side, and the same for a finished run."""
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -41,22 +42,25 @@ def time_alternating(contenders: Mapping[str, Callable[[torch.Tensor], Any]], ex
                      rounds: int = 5, pause_s: float = 0.0) -> dict[str, list[float]]:
     """Seconds of one call of each contender on `example_input`, {name: [one per round]}: every
     round calls each contender once, so a slow moment of a shared machine hits all of them; one
-    warm-up call each first. Round r starts at the r-th contender (the order rotates), so that no
-    contender always runs right after the same one: what a call leaves behind (caches filled with
-    its own data, a pool's threads still spinning) falls on each in turn. `pause_s` (seconds,
-    untimed) between calls lets the threads of the previous contender's pool (OpenMP, ONNX Runtime
-    and OpenVINO spin a while after a call) go idle before the next one is timed.
+    warm-up call each first, in the given order. The rounds then run in shuffled orders (seeded, so
+    repeatable), so that no contender always runs right after the same one: what a call leaves behind
+    (caches filled with its own data, a pool's threads still spinning) falls on each in turn. (A
+    rotation would not do: each contender would still follow its neighbour in most rounds.)
+    `pause_s` (seconds, untimed) between calls lets the threads of the previous contender's pool
+    (OpenMP, ONNX Runtime and OpenVINO spin a while after a call) go idle before the next is timed.
 
-    Raises ValueError if `rounds` < 1."""
+    Raises ValueError if `rounds` < 1 or there are no contenders."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
+    if not contenders:
+        raise ValueError("time_alternating needs at least one contender, got none")
     for run in contenders.values():
         run(example_input)
     names = list(contenders)
     times: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(rounds):
-        start = round_index % len(names)
-        for name in names[start:] + names[:start]:
+    order = random.Random(0)
+    for _ in range(rounds):
+        for name in order.sample(names, len(names)):
             if pause_s:
                 time.sleep(pause_s)
             times[name].append(elapsed_seconds(lambda: contenders[name](example_input)))

@@ -3,6 +3,7 @@
 say how far from the peak each side runs)."""
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 
@@ -23,8 +24,13 @@ class Work:
     dense: int
 
     def __add__(self, other: "Work") -> "Work":
-        """Both counts summed (a model's from its layers')."""
+        """Both counts summed (a model's from its layers': `sum(work.values())` works too)."""
+        if not isinstance(other, Work):
+            return NotImplemented
         return Work(self.useful + other.useful, self.dense + other.dense)
+
+    def __radd__(self, other: object) -> "Work":
+        return self if isinstance(other, int) and other == 0 else NotImplemented  # sum()'s start, 0
 
 
 def layer_work(layer: nn.Module, input_shape: torch.Size | tuple[int, ...]) -> Work:
@@ -35,8 +41,14 @@ def layer_work(layer: nn.Module, input_shape: torch.Size | tuple[int, ...]) -> W
     at every output.
 
     Raises TypeError for other layers."""
+    if not isinstance(layer, (nn.Conv2d, nn.Linear)):
+        raise TypeError(f"layer_work counts Conv2d and Linear layers, got {type(layer).__name__}")
     weight = layer.weight.detach()
     if isinstance(layer, nn.Conv2d):
+        if len(input_shape) == 3:  # an unbatched [C, H, W] input, as PyTorch accepts
+            input_shape = (1, *input_shape)
+        if len(input_shape) != 4:
+            raise ValueError(f"a Conv2d input is [B, C, H, W] or [C, H, W], got shape {list(input_shape)}")
         batch, _, height, width = input_shape
         per_axis = []
         for kernel, stride, before, dilation, size, out_size in conv_axes(layer, height, width):
@@ -49,35 +61,45 @@ def layer_work(layer: nn.Module, input_shape: torch.Size | tuple[int, ...]) -> W
         per_tap_nonzero = weight.ne(0).sum(dim=(0, 1)).double()
         per_tap_all = float(weight.shape[0] * weight.shape[1])
         return Work(int(batch * (per_tap_nonzero * positions).sum()), int(batch * per_tap_all * positions.sum()))
-    if isinstance(layer, nn.Linear):
-        rows = 1
-        for size in input_shape[:-1]:
-            rows *= size
-        return Work(rows * int(weight.ne(0).sum()), rows * weight.numel())
-    raise TypeError(f"layer_work counts Conv2d and Linear layers, got {type(layer).__name__}")
+    rows = 1
+    for size in input_shape[:-1]:
+        rows *= size
+    return Work(rows * int(weight.ne(0).sum()), rows * weight.numel())
 
 
 @torch.no_grad()
 def model_work(model: nn.Module, example_input: torch.Tensor) -> dict[str, Work]:
-    """{layer name: Work} for every Conv2d and Linear layer `model` calls on `example_input` (one forward,
-    with hooks to see each layer's input shape; a layer called twice counts twice)."""
+    """{layer name: Work} for every Conv2d and Linear layer `model` uses on `example_input`: one forward in
+    eval mode (the model's modes are restored after) with hooks that see each layer's input shape; a layer
+    called twice counts twice. PyTorch's attention and encoder blocks, whose fused eval kernels use their
+    Linear weights without calling them, are counted on a copy rewritten as `compile_sparse` runs them
+    (`unfuse_transformers`: the in-projection as `self_attn.q_proj`, `k_proj`, `v_proj`)."""
+    from adapmtl.inference.transformer import REWRITES, unfuse_transformers
+
+    if any(type(module) in REWRITES for module in model.modules()):
+        model, _ = unfuse_transformers(copy.deepcopy(model))
     found: dict[str, Work] = {}
     hooks = []
 
     def record(name: str):
-        def hook(layer: nn.Module, inputs: tuple) -> None:
-            work = layer_work(layer, inputs[0].shape)
-            found[name] = found[name] + work if name in found else work
+        def hook(layer: nn.Module, args: tuple, kwargs: dict) -> None:
+            tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+            work = layer_work(layer, tensors[0].shape)
+            found[name] = found.get(name, Work(0, 0)) + work
         return hook
 
+    modes = {module: module.training for module in model.modules()}
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
-            hooks.append(module.register_forward_pre_hook(record(name)))
+            hooks.append(module.register_forward_pre_hook(record(name), with_kwargs=True))
     try:
+        model.eval()
         model(example_input)
     finally:
         for hook in hooks:
             hook.remove()
+        for module, training in modes.items():
+            module.training = training
     return found
 
 
