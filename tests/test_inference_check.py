@@ -2,6 +2,7 @@
 it is safe, and the whole-model check on every result (issue 12, A1)."""
 import json
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -165,6 +166,9 @@ def test_a_plan_made_for_other_weights_warns_and_records_the_current_sparsity():
         model.conv2.weight.mul_(torch.rand(model.conv2.weight.shape) > 0.9)  # about 90 % zeros
     plan = compile_sparse(model, x, repeats=1).plan
     assert plan.layers["conv2"].sparsity > 0.8
+    # "csr" applies to any weights; the timed pick could be "shrunk", which the dense weights below would not fit
+    plan = replace(plan, layers={**plan.layers, "conv2": replace(plan.layers["conv2"], path="csr")})
+    assert plan.layers["conv2"].times_ms  # still a timed choice: made for these weights
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the same weights: no warning
         compile_sparse(model, x, plan=plan)
