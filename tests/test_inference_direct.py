@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from adapmtl.inference import Direct, candidate_paths, compile_sparse, native
@@ -274,6 +275,29 @@ def test_taps_that_see_only_padding_are_dropped_per_input_size():
         direct.values.mul_(2)
         layer.weight.mul_(2)
         assert torch.allclose(direct(small), layer(small), atol=1e-5)
+
+
+@needs_kernel
+def test_the_kept_kernel_arguments_follow_every_buffer_the_kernel_reads():
+    # the kernel's arguments (addresses) are kept per input size; each change below must be seen by the next call
+    layer = _sparse(nn.Conv2d(6, 5, 3, padding=1))
+    direct = Direct(layer)
+    x = torch.randn(1, 6, 9, 9)
+    with torch.no_grad():
+        assert torch.allclose(direct(x), layer(x), atol=1e-5)
+        direct.bias = direct.bias + 1.0  # a new tensor in the buffer's place
+        layer.bias.add_(1.0)
+        assert torch.allclose(direct(x), layer(x), atol=1e-5)
+        direct.values = direct.values * 2.0
+        layer.weight.mul_(2.0)
+        assert torch.allclose(direct(x), layer(x), atol=1e-5)
+        direct.load_state_dict({**direct.state_dict(), "values": direct.values / 2.0})  # copied in place
+        layer.weight.div_(2.0)
+        assert torch.allclose(direct(x), layer(x), atol=1e-5)
+        direct.fuse_clamp(0.0, 0.25)
+        assert torch.allclose(direct(x), layer(x).clamp(0.0, 0.25), atol=1e-5)
+        direct.bias = None
+        assert torch.allclose(direct(x), F.conv2d(x, layer.weight, None, padding=1).clamp(0.0, 0.25), atol=1e-5)
 
 
 @needs_kernel

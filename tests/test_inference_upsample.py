@@ -42,6 +42,12 @@ def test_other_inputs_are_f_interpolate_itself():
     infinite[0, 0, 1, 1], infinite[0, 1, 0, 2] = float("inf"), float("nan")
     assert torch.equal(separable_interpolate(infinite, size=(5, 5), mode="bilinear").isinf(),
                        F.interpolate(infinite, size=(5, 5), mode="bilinear").isinf())
+    for special in ([float("inf"), -float("inf")], [float("-inf"), 0.0], [3e38, 3e38]):  # sums: NaN, -inf, overflow
+        values = torch.zeros(1, 2, 3, 3)
+        values[0, 0, 1, 1], values[0, 1, 2, 0] = special
+        expected = F.interpolate(values, size=(5, 7), mode="bilinear")
+        torch.testing.assert_close(separable_interpolate(values, size=(5, 7), mode="bilinear"), expected,
+                                   rtol=0, atol=0, equal_nan=True)  # the same kernel: bit for bit, NaN where it is
     with pytest.raises(ValueError, match="only one of size or scale_factor"):  # F.interpolate's own message
         separable_interpolate(x, size=(9, 4), scale_factor=2.0, mode="bilinear")
 

@@ -46,6 +46,18 @@ class _Nonzeros(NamedTuple):
     blocks: int
 
 
+class _SizeEntry(NamedTuple):
+    """What a Direct layer keeps for one input size: the identity of its buffers when it was made (their
+    addresses and in-place versions: a change means weights loaded or edited since, so it is made again),
+    the nonzeros the kernel uses there, its geometry tensor, the output's (height, width) and the kernel's
+    constant arguments (`native.conv2d_arguments`)."""
+    identity: tuple[int, ...]
+    nonzeros: _Nonzeros
+    geometry: torch.Tensor
+    out_size: tuple[int, int]
+    arguments: tuple[int | None, ...]
+
+
 def _starts(counts: torch.Tensor) -> torch.Tensor:
     """Where each (block, out, tap) group begins in the nonzeros, from the groups' sizes, with the end last."""
     return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
@@ -82,10 +94,10 @@ class Direct(nn.Module):
         # the state_dict: compile_sparse fuses again on reload
         self.register_buffer("clamp", None, persistent=False)
         # per input size (height, width): the nonzeros of the taps that land inside the image there (all of
-        # them, or a trimmed copy: see `_trimmed`) and the kernel's geometry tensor, made on first sight of a
-        # size with the nonzeros' identity then, so that weights loaded or edited in place since are never
+        # them, or a trimmed copy: see `_trimmed`) and what the kernel call needs, made on first sight of a
+        # size with the buffers' identity then, so that weights loaded or edited in place since are never
         # served stale
-        self._for_size: dict[tuple[int, int], tuple[tuple[int, ...], _Nonzeros, torch.Tensor]] = {}
+        self._for_size: dict[tuple[int, int], _SizeEntry] = {}
 
     def _nonzero_order(self, weight: torch.Tensor, block_channels: int | None):
         """(tap_start, channels, values, block_channels) of `weight` [out, in/groups, kh, kw] in the kernel's
@@ -166,40 +178,49 @@ class Direct(nn.Module):
         """The convolution of `x`. Raises ValueError if `x` is not [B, in_channels, H, W]."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:  # checked here: the kernel reads raw memory
             raise ValueError(f"expected input [batch, {self.in_channels}, height, width], got {list(x.shape)}")
-        if x.device.type != "cpu" or x.dtype != torch.float32 or self.values.dtype != torch.float32:
+        if x.dtype != torch.float32 or self._buffers["values"].dtype != torch.float32 or x.device.type != "cpu":
             return self._reference(x)
         if native.kernels() is None:
             _warn_once(f"adapmtl: the native sparse kernel is unavailable ({native.status()}); "
                        "the 'direct' path runs as a dense convolution")
             return self._reference(x)
-        height, width = x.shape[2:]
-        out_h, out_w = conv_output_size(self, height, width)
-        out = x.new_empty(x.shape[0], self.out_channels, max(out_h, 0), max(out_w, 0))
-        if out.numel() == 0:
-            return out
-        nonzeros, geometry = self.prepare(x)
-        native.sparse_conv2d(x.contiguous(), out, nonzeros.tap_start, nonzeros.channels, nonzeros.values, self.bias,
-                             geometry, self.clamp)
+        entry = self.prepare(x)
+        out = x.new_empty((x.shape[0], self.out_channels, *entry.out_size))
+        if out.numel():
+            native.sparse_conv2d(x.contiguous(), out, entry.arguments)
         return out
 
-    def prepare(self, x: torch.Tensor) -> tuple[_Nonzeros, torch.Tensor]:
-        """(the nonzeros, the kernel's geometry tensor) for inputs of `x`'s height and width, made on the
-        first call for a size (tens of ms on a large layer whose taps are trimmed) and kept. Timing code
-        calls it before the first timed call, so that this one-time cost is not taken for the path's speed."""
+    def _identity(self) -> tuple[int, ...]:
+        """The addresses and in-place versions of the buffers the kernel reads. Read from `_buffers`
+        directly: this runs on every call, and each Module attribute lookup costs about 0.6 µs."""
+        buffers = self._buffers
+        identity = []
+        for name in ("tap_start", "channels", "values", "bias", "clamp"):
+            tensor = buffers[name]
+            identity += (tensor.data_ptr(), tensor._version) if tensor is not None else (0, 0)
+        return tuple(identity)
+
+    def prepare(self, x: torch.Tensor) -> _SizeEntry:
+        """What the kernel call needs for inputs of `x`'s height and width (`_SizeEntry`), made on the first
+        call for a size (tens of ms on a large layer whose taps are trimmed) and kept. Timing code calls it
+        before the first timed call, so that this one-time cost is not taken for the path's speed."""
         height, width = x.shape[2:]
-        identity = tuple(v for t in (self.tap_start, self.channels, self.values) for v in (t.data_ptr(), t._version))
-        made_from, nonzeros, geometry = self._for_size.get((height, width), (None, None, None))
-        if made_from != identity:
+        identity = self._identity()
+        entry = self._for_size.get((height, width))
+        if entry is None or entry.identity != identity:
             out_h, out_w = conv_output_size(self, height, width)
             nonzeros = self._trimmed(height, width, out_h, out_w) or _Nonzeros(
                 self.tap_start, self.channels, self.values, self.kernel_size, self.padding, self.blocks)
             geometry = torch.tensor([self.in_channels, height, width, out_h, out_w, *nonzeros.kernel_size,
                                      *self.stride, *nonzeros.padding, *self.dilation, self.out_channels,
                                      nonzeros.blocks], dtype=torch.int64)
+            arguments = native.conv2d_arguments(nonzeros.tap_start, nonzeros.channels, nonzeros.values, self.bias,
+                                                geometry, self.clamp)
             if len(self._for_size) >= MAX_SIZES_KEPT:  # inputs of ever-new sizes: do not grow without bound
                 self._for_size.clear()
-            self._for_size[(height, width)] = identity, nonzeros, geometry
-        return nonzeros, geometry
+            entry = _SizeEntry(identity, nonzeros, geometry, (max(out_h, 0), max(out_w, 0)), arguments)
+            self._for_size[(height, width)] = entry
+        return entry
 
     def _trimmed(self, height: int, width: int, out_h: int, out_w: int) -> _Nonzeros | None:
         """The nonzeros of the taps that see an image of height × width (None where all of them do).

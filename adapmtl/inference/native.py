@@ -135,21 +135,28 @@ def status(name: str = "sparse_conv2d") -> str:
     return _state[name][1]
 
 
-def sparse_conv2d(x: torch.Tensor, out: torch.Tensor, tap_start: torch.Tensor, channels: torch.Tensor,
-                  values: torch.Tensor, bias: torch.Tensor | None, geometry: torch.Tensor,
-                  clamp: torch.Tensor | None = None) -> None:
-    """Fill `out` [B, O, Ho, Wo] with the sparse convolution of `x` [B, C, H, W] (float32, contiguous),
-    clamped to [clamp[0], clamp[1]] where `clamp` (float32 [2]) is given.
+def conv2d_arguments(tap_start: torch.Tensor, channels: torch.Tensor, values: torch.Tensor,
+                     bias: torch.Tensor | None, geometry: torch.Tensor,
+                     clamp: torch.Tensor | None = None) -> tuple[int | None, ...]:
+    """The addresses `sparse_conv2d` passes for one layer at one input size: the nonzeros (grouped as
+    kernels/sparse_conv2d.c says), the bias [O] or None, the geometry (int64 [15]) and the clamp
+    (float32 [2], [low, high]) or None. Made once and kept by the caller (`Direct`), with the tensors:
+    the addresses are valid only while those live unchanged in place."""
+    return (tap_start.data_ptr(), channels.data_ptr(), values.data_ptr(),
+            bias.data_ptr() if bias is not None else None, geometry.data_ptr(),
+            clamp.data_ptr() if clamp is not None else None)
 
-    The caller guarantees the shapes agree with `geometry` and that every channel index is
+
+def sparse_conv2d(x: torch.Tensor, out: torch.Tensor, arguments: tuple[int | None, ...]) -> None:
+    """Fill `out` [B, O, Ho, Wo] with the sparse convolution of `x` [B, C, H, W] (float32, contiguous)
+    by the layer whose `conv2d_arguments` are `arguments`.
+
+    The caller guarantees the shapes agree with the geometry and that every channel index is
     below C (the kernel reads raw memory). Runs on torch.get_num_threads() threads.
     """
     library = kernels()
     assert library is not None, "sparse_conv2d called without a native kernel"
-    library.adapmtl_sparse_conv2d_f32(x.data_ptr(), out.data_ptr(), tap_start.data_ptr(), channels.data_ptr(),
-                                      values.data_ptr(), bias.data_ptr() if bias is not None else None,
-                                      geometry.data_ptr(), clamp.data_ptr() if clamp is not None else None,
-                                      x.shape[0], torch.get_num_threads())
+    library.adapmtl_sparse_conv2d_f32(x.data_ptr(), out.data_ptr(), *arguments, x.shape[0], torch.get_num_threads())
 
 
 def linear_stride(tokens: int) -> int:

@@ -18,12 +18,21 @@ whole-model check covers it.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
 INTERPOLATE_FUNCTIONS = (F.interpolate, F.upsample)
+
+
+def _all_finite(input: torch.Tensor) -> bool:
+    """Whether every value of `input` is finite, or (rarely) False for finite values whose sum overflows:
+    one sum, 15x cheaper than isfinite().all() on a 40-class head map (7 µs against 105), and an inf or NaN
+    anywhere makes the sum inf or NaN. A false False only costs the one-pass kernel."""
+    return math.isfinite(float(input.sum()))
 
 
 def _pair(value):
@@ -40,7 +49,7 @@ def separable_interpolate(input: torch.Tensor, size=None, scale_factor=None, mod
     input [N, C, H, W] → [N, C, H_out, W_out], contiguous. Raises what `F.interpolate` raises."""
     if (mode != "bilinear" or antialias or input.dim() != 4 or input.device.type != "cpu"
             or input.dtype not in (torch.float32, torch.float64) or (size is None) == (scale_factor is None)
-            or not bool(torch.isfinite(input).all())):  # the height pass multiplies by 0: inf would give NaN
+            or not _all_finite(input)):  # the height pass multiplies by 0: inf would give NaN
         return F.interpolate(input, size, scale_factor, mode, align_corners, recompute_scale_factor, antialias)
     batch, channels, height, width = input.shape
     size_h, size_w = _pair(size) if size is not None else (None, None)
