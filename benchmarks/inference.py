@@ -16,7 +16,8 @@ float32). Each runtime's outputs are checked against dense PyTorch before it is 
 contenders run in alternating rounds in one process, each round in a shuffled (seeded) order so
 that none always follows the same one, 20 ms apart so that one pool's spinning threads do not slow
 the next (ONNX Runtime's, which spun longer, stop when its run returns: adapmtl.inference.runtimes);
-times are medians. "vs dense" is the median of the per-round ratios; "vs best rt" = the faster
+times are medians. Columns: "sp." the overall sparsity, "bb" and "head" the backbone's and each head's,
+"thr" threads, "bat" the batch; "vs dense" is the median of the per-round ratios; "vs best rt" = the faster
 runtime's median / compiled's median (the issue 17 goal: 2×). "compile s": compile_sparse's time;
 "reload s": compile_sparse with the saved plan. Each row's "arithmetic" line gives the forward's
 multiply-adds and every contender's rate in GFLOP/s against the cores' measured peak: ours over the
@@ -115,10 +116,10 @@ def measure(name: str, overall: float, shares: dict[str, float], model: nn.Modul
     dense, fast = _ms(times["dense"]), _ms(times["compiled"])
     vs_dense = statistics.median(d / c for d, c in zip(times["dense"], times["compiled"]))
     runtime_ms = {runtime: _ms(times[runtime]) for runtime in runners}
-    best = min(runtime_ms.values()) if runtime_ms else float("nan")
+    vs_best = f"{min(runtime_ms.values()) / fast:>9.2f}x" if runtime_ms else f"{'-':>10}"
     columns = " ".join(f"{runtime_ms[r]:>11.0f}" if r in runtime_ms else f"{'-':>11}" for r in RUNTIMES)
     print(f"{name:<17} {overall:>4.0%} {shares['backbone']:>4.0%} {shares['segment_semantic']:>4.0%} {threads:>3} "
-          f"{batch:>3} {dense:>8.0f} {fast:>8.0f} {columns} {vs_dense:>7.2f}x {best / fast:>9.2f}x "
+          f"{batch:>3} {dense:>8.0f} {fast:>8.0f} {columns} {vs_dense:>7.2f}x {vs_best} "
           f"{compile_seconds:>9.1f} {reload_seconds:>8.2f}  {compiled.plan.path_counts()}", flush=True)
     if differences:
         print("    runtimes' max |difference| from dense PyTorch: "
@@ -158,7 +159,7 @@ def main() -> None:
     parser.add_argument("--threads", nargs="+", type=int, default=[torch.get_num_threads()],
                         help="torch (and runtime) thread counts, each measured in turn (default: torch's choice)")
     parser.add_argument("--runtimes", nargs="*", default=available_runtimes(), choices=list(RUNTIMES),
-                        help="dense runtimes to compare with (default: those installed)")
+                        help="dense runtimes to compare with (default: those installed; none: only dense PyTorch)")
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's malloc as it is (default: keep_freed_memory(), as a PyTorch inference "
                              "process would; the runtimes keep their own arenas either way)")

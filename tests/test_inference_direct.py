@@ -266,11 +266,11 @@ def test_taps_that_see_only_padding_are_dropped_per_input_size():
     small, large = torch.randn(2, 16, 11, 11), torch.randn(1, 16, 30, 30)
     with torch.no_grad():
         assert torch.allclose(direct(small), layer(small), atol=1e-5)
-        trimmed = direct._for_size[(11, 11)][1]
+        trimmed = direct._for_size[(11, 11)].nonzeros
         assert trimmed.kernel_size == (1, 1) and trimmed.padding == (0, 0)
         assert trimmed.values.numel() == int(layer.weight[:, :, 1, 1].ne(0).sum())
         assert torch.allclose(direct(large), layer(large), atol=1e-5)
-        assert direct._for_size[(30, 30)][1].values is direct.values  # every tap reaches a 30x30 map
+        assert direct._for_size[(30, 30)].nonzeros.values is direct.values  # every tap reaches a 30x30 map
         # weights changed in place (a load_state_dict does this) are never served from the stale trim
         direct.values.mul_(2)
         layer.weight.mul_(2)
@@ -298,6 +298,24 @@ def test_the_kept_kernel_arguments_follow_every_buffer_the_kernel_reads():
         assert torch.allclose(direct(x), layer(x).clamp(0.0, 0.25), atol=1e-5)
         direct.bias = None
         assert torch.allclose(direct(x), F.conv2d(x, layer.weight, None, padding=1).clamp(0.0, 0.25), atol=1e-5)
+
+
+@needs_kernel
+def test_a_replaced_buffer_never_passes_for_the_one_a_size_was_prepared_with():
+    # on an 8x8 map a dilation-12 layer runs a trimmed copy of its nonzeros; replacing `values` several times
+    # between calls must not let a new tensor take the old one's address (and version 0) and pass for it
+    layer = _sparse(nn.Conv2d(16, 8, 3, padding=12, dilation=12))
+    direct = Direct(layer)
+    x = torch.randn(1, 16, 8, 8)
+    with torch.no_grad():
+        direct(x)
+        prepared_with = direct.values
+        for scale in (2.0, 3.0, 5.0):
+            direct.values = direct.values * scale
+            layer.weight.mul_(scale)
+            assert direct._for_size[(8, 8)].buffers[2] is prepared_with  # held: its address cannot be reused
+        assert torch.allclose(direct(x), layer(x), atol=1e-4)
+        assert direct._for_size[(8, 8)].buffers[2] is direct.values
 
 
 @needs_kernel

@@ -42,7 +42,9 @@ def test_other_inputs_are_f_interpolate_itself():
     infinite[0, 0, 1, 1], infinite[0, 1, 0, 2] = float("inf"), float("nan")
     assert torch.equal(separable_interpolate(infinite, size=(5, 5), mode="bilinear").isinf(),
                        F.interpolate(infinite, size=(5, 5), mode="bilinear").isinf())
-    for special in ([float("inf"), -float("inf")], [float("-inf"), 0.0], [3e38, 3e38]):  # sums: NaN, -inf, overflow
+    largest = torch.finfo(torch.float32).max
+    for special in ([float("inf"), -float("inf")], [float("-inf"), 0.0], [float("nan"), 1.0], [largest, -largest],
+                    [largest / 3, 0.0]):  # near the largest, PyTorch's a + w·(b − a) overflows where the passes do not
         values = torch.zeros(1, 2, 3, 3)
         values[0, 0, 1, 1], values[0, 1, 2, 0] = special
         expected = F.interpolate(values, size=(5, 7), mode="bilinear")

@@ -49,9 +49,11 @@ class _Nonzeros(NamedTuple):
 class _SizeEntry(NamedTuple):
     """What a Direct layer keeps for one input size: the identity of its buffers when it was made (their
     addresses and in-place versions: a change means weights loaded or edited since, so it is made again),
-    the nonzeros the kernel uses there, its geometry tensor, the output's (height, width) and the kernel's
-    constant arguments (`native.conv2d_arguments`)."""
+    the buffers themselves (held so that no later tensor can be given one of those addresses while the entry
+    lives, which would pass for the same buffer), the nonzeros the kernel uses there, its geometry tensor,
+    the output's (height, width) and the kernel's constant arguments (`native.conv2d_arguments`)."""
     identity: tuple[int, ...]
+    buffers: tuple[torch.Tensor | None, ...]
     nonzeros: _Nonzeros
     geometry: torch.Tensor
     out_size: tuple[int, int]
@@ -74,7 +76,9 @@ class Direct(nn.Module):
     for the native kernel. `block_channels`: input channels per block (default: from the density).
 
     Input [B, in_channels, H, W] → the layer's output [B, out_channels, H_out, W_out]; float32 on
-    CPU runs the native kernel, anything else (or no kernel, with a RuntimeWarning) F.conv2d."""
+    CPU runs the native kernel, anything else (or no kernel, with a RuntimeWarning) F.conv2d.
+    What it keeps per input size is made again when a buffer is replaced or changed by a PyTorch in-place
+    operation (its version counter moves); writes through `.data` or a NumPy view are not seen."""
 
     def __init__(self, layer: nn.Conv2d, block_channels: int | None = None) -> None:
         super().__init__()
@@ -190,22 +194,21 @@ class Direct(nn.Module):
             native.sparse_conv2d(x.contiguous(), out, entry.arguments)
         return out
 
-    def _identity(self) -> tuple[int, ...]:
-        """The addresses and in-place versions of the buffers the kernel reads. Read from `_buffers`
-        directly: this runs on every call, and each Module attribute lookup costs about 0.6 µs."""
-        buffers = self._buffers
+    def _identity(self) -> tuple[tuple[int, ...], tuple[torch.Tensor | None, ...]]:
+        """(the addresses and in-place versions of the buffers the kernel reads, those buffers). Read from
+        `_buffers` directly: this runs on every call, and each Module attribute lookup costs about 0.6 µs."""
+        buffers = tuple(self._buffers[name] for name in ("tap_start", "channels", "values", "bias", "clamp"))
         identity = []
-        for name in ("tap_start", "channels", "values", "bias", "clamp"):
-            tensor = buffers[name]
+        for tensor in buffers:
             identity += (tensor.data_ptr(), tensor._version) if tensor is not None else (0, 0)
-        return tuple(identity)
+        return tuple(identity), buffers
 
     def prepare(self, x: torch.Tensor) -> _SizeEntry:
         """What the kernel call needs for inputs of `x`'s height and width (`_SizeEntry`), made on the first
         call for a size (tens of ms on a large layer whose taps are trimmed) and kept. Timing code calls it
         before the first timed call, so that this one-time cost is not taken for the path's speed."""
         height, width = x.shape[2:]
-        identity = self._identity()
+        identity, buffers = self._identity()
         entry = self._for_size.get((height, width))
         if entry is None or entry.identity != identity:
             out_h, out_w = conv_output_size(self, height, width)
@@ -218,7 +221,7 @@ class Direct(nn.Module):
                                                 geometry, self.clamp)
             if len(self._for_size) >= MAX_SIZES_KEPT:  # inputs of ever-new sizes: do not grow without bound
                 self._for_size.clear()
-            entry = _SizeEntry(identity, nonzeros, geometry, (max(out_h, 0), max(out_w, 0)), arguments)
+            entry = _SizeEntry(identity, buffers, nonzeros, geometry, (max(out_h, 0), max(out_w, 0)), arguments)
             self._for_size[(height, width)] = entry
         return entry
 
