@@ -210,11 +210,18 @@ print(caught[0].message)
 
 def test_without_a_kernel_direct_is_not_offered_but_a_plan_with_it_still_runs():
     out = _run_python(WITHOUT_KERNEL, ADAPMTL_NO_NATIVE="1").splitlines()
-    assert out[0] == "disabled by ADAPMTL_NO_NATIVE"
+    assert out[0] == "disabled by ADAPMTL_NO_NATIVE=1"
     assert out[1] == "['csr', 'dense', 'shrunk']"
     assert "runs as a dense convolution" in out[2]
     out = _run_python(WITHOUT_KERNEL, CC="no-such-compiler").splitlines()
     assert out[0].startswith("no C compiler found")
+
+
+@pytest.mark.parametrize("value, disabled", [("1", True), ("yes", True), ("0", False), ("false", False),
+                                             (" OFF ", False), ("no", False), ("", False)])
+def test_adapmtl_no_native_reads_as_a_reader_would(monkeypatch, value, disabled):
+    monkeypatch.setenv("ADAPMTL_NO_NATIVE", value)
+    assert native.disabled_by_environment() is disabled
 
 
 @needs_kernel

@@ -9,7 +9,7 @@ two cores); this file builds in about a second and needs nothing but a C compile
 Each shared library is cached under `$ADAPMTL_CACHE_DIR` (default `~/.cache/adapmtl`)
 in `native/`, named by a hash of the source, the flags, the compiler and this CPU, so
 an edited kernel, another compiler or another machine builds afresh. Without a
-compiler (or with `ADAPMTL_NO_NATIVE=1`) `kernels(name)` returns None and callers fall
+compiler (or with `ADAPMTL_NO_NATIVE=1`; 0, false, no or off keep it) `kernels(name)` returns None and callers fall
 back to PyTorch; `status(name)` says why. `ADAPMTL_NATIVE_FLAGS` replaces the compiler
 flags (say "-O3 -march=x86-64-v3" to build for other machines than this one).
 """
@@ -98,6 +98,12 @@ def _load(path: Path, name: str) -> ctypes.CDLL:
     return library
 
 
+def disabled_by_environment() -> bool:
+    """Whether ADAPMTL_NO_NATIVE asks for no kernel: any value but unset, empty, 0, false, no or off (any case),
+    so that ADAPMTL_NO_NATIVE=0 keeps the kernel as a reader would expect."""
+    return os.environ.get("ADAPMTL_NO_NATIVE", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def kernels(name: str = "sparse_conv2d") -> ctypes.CDLL | None:
     """The loaded kernel library `name` (a key of SOURCES), built on first use; None where it
     cannot be built. Raises KeyError for an unknown name."""
@@ -107,8 +113,8 @@ def kernels(name: str = "sparse_conv2d") -> ctypes.CDLL | None:
             return _state[name][0]
         library, reason = None, ""
         compiler = find_compiler()
-        if os.environ.get("ADAPMTL_NO_NATIVE"):
-            reason = "disabled by ADAPMTL_NO_NATIVE"
+        if disabled_by_environment():
+            reason = f"disabled by ADAPMTL_NO_NATIVE={os.environ['ADAPMTL_NO_NATIVE']}"
         elif compiler is None:
             reason = "no C compiler found (set CC, or install gcc or clang)"
         else:
