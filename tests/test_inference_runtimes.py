@@ -36,6 +36,10 @@ def test_runtime_gives_the_models_outputs(exported, runtime, batch):
     assert max_difference(run, model, x) < 1e-4
     with pytest.raises(InferenceError, match="output 0 differs"):  # a wrong runtime is refused
         max_difference(lambda x: (outputs[0] + 1, outputs[1]), model, x)
+    for other in (torch.randn(batch + 1, 3, 32, 40), torch.randn(batch, 3, 40, 32)):  # set up for x's shape only
+        with pytest.raises(InferenceError, match=rf"set up for inputs of shape \[{batch}, 3, 32, 40\] .*got "
+                                                 rf"\[{other.shape[0]}, 3, {other.shape[2]}, {other.shape[3]}\]"):
+            run(other)
 
 
 def test_rounds_alternate_after_one_warm_up_each_in_shuffled_orders():

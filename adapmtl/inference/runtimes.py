@@ -1,7 +1,8 @@
 """Dense CPU runtimes to compare `compile_sparse` with: ONNX Runtime and OpenVINO, each running
 adapmtl's own ONNX export (`adapmtl.export.onnx.write_onnx`) of the finalized model, dense.
 
-A runner is called like the model, `runner(x)` with x a float32 CPU tensor [B, 3, H, W], and
+A runner is called like the model, `runner(x)` with x a float32 CPU tensor [B, 3, H, W] of the example's
+shape (another raises InferenceError: the runtime was set up for that one), and
 returns the model's outputs as a tuple of tensors in the ONNX file's output order (that of
 `adapmtl.export.onnx._flatten`: a dict model's keys, in order). Each is set up for the fastest
 single-stream latency its runtime offers: the batch fixed to the example's (a static shape lets
@@ -36,6 +37,14 @@ def _as_tensors(outputs: list[Any]) -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(np.asarray(o)) for o in outputs)
 
 
+def _check_shape(x: torch.Tensor, example: torch.Tensor, runtime: str) -> None:
+    """Raises InferenceError unless `x` has `example`'s shape: the runner was set up for that static shape,
+    and the runtime's own error for another would not say so."""
+    if x.shape != example.shape:
+        raise InferenceError(f"this {runtime} runner was set up for inputs of shape {list(example.shape)} (the "
+                             f"example's), got {list(x.shape)}: make another runner for that shape")
+
+
 def onnxruntime_runner(path: str | Path, example: torch.Tensor, threads: int) -> Runner:
     """ONNX Runtime (CPU) on the file at `path`: default graph optimisations (all), `threads` intra-op
     threads, one inter-op thread, sequential execution, the dynamic batch fixed to example's.
@@ -62,6 +71,7 @@ def onnxruntime_runner(path: str | Path, example: torch.Tensor, threads: int) ->
     name = session.get_inputs()[0].name
 
     def run(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        _check_shape(x, example, "ONNX Runtime")
         return _as_tensors(session.run(None, {name: x.numpy()}))
 
     return run
@@ -89,6 +99,7 @@ def openvino_runner(path: str | Path, example: torch.Tensor, threads: int) -> Ru
     outputs = compiled.outputs
 
     def run(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        _check_shape(x, example, "OpenVINO")
         result = request.infer({0: x.numpy()})
         return tuple(torch.from_numpy(np.array(result[o])) for o in outputs)
 
