@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from adapmtl.export.onnx import write_onnx
+from adapmtl.inference.runtimes import openvino_compiled
 from adapmtl.models import create_model
 from adapmtl.models.spec import ModelSpec
 
@@ -36,24 +37,17 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=321)
     parser.add_argument("--top", type=int, default=25, help="slowest nodes to list")
     args = parser.parse_args()
-    import openvino as ov  # the bench extra: imported here so that --help works without it
-
     torch.manual_seed(0)
     model = create_model(args.model, TASKS).eval()
     prune(model, args.sparsity)
+    x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "model.onnx"
         write_onnx(model, ModelSpec(args.model, dict(TASKS)), path, (args.size, args.size))
-        core = ov.Core()
-        network = core.read_model(str(path))
-        network.reshape({network.inputs[0].get_any_name(): [1, 3, args.size, args.size]})
-        compiled = core.compile_model(network, "CPU", {"INFERENCE_NUM_THREADS": args.threads,
-                                                       "PERFORMANCE_HINT": "LATENCY",
-                                                       "INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True})
+        compiled = openvino_compiled(path, x, args.threads, PERF_COUNT=True)  # the benchmark's settings
     request = compiled.create_infer_request()
-    x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1)).numpy()
     for _ in range(5):  # the last run's counters are reported
-        request.infer({0: x})
+        request.infer({0: x.numpy()})
     rows = sorted(((info.real_time.total_seconds() * 1e3, info.node_name, info.node_type, info.exec_type)
                    for info in request.profiling_info), reverse=True)
     print(f"{args.model} at {args.sparsity:.0%}, {args.threads} thread(s), {args.size}x{args.size}: "

@@ -83,3 +83,17 @@ def test_onnxruntime_stops_spinning_when_a_run_returns(exported, monkeypatch):
     assert timed.get_session_config_entry("session.force_spinning_stop") == "1"
     assert timed.intra_op_num_threads == 2 and timed.inter_op_num_threads == 1
     assert len(run(torch.randn(1, 3, 32, 40))) == len(TASKS)
+
+
+def test_openvino_compiled_takes_extra_properties(exported):
+    if not openvino_available():
+        pytest.skip("OpenVINO is the optional extra 'bench'")
+    from adapmtl.inference.runtimes import openvino_compiled
+
+    _, path = exported
+    x = torch.randn(2, 3, 32, 40)
+    compiled = openvino_compiled(path, x, 1, PERF_COUNT=True)  # the profile script's use
+    assert list(compiled.inputs[0].shape) == [2, 3, 32, 40]
+    request = compiled.create_infer_request()
+    request.infer({0: x.numpy()})
+    assert any(info.node_type == "Convolution" for info in request.profiling_info)

@@ -77,10 +77,11 @@ def onnxruntime_runner(path: str | Path, example: torch.Tensor, threads: int) ->
     return run
 
 
-def openvino_runner(path: str | Path, example: torch.Tensor, threads: int) -> Runner:
-    """OpenVINO (CPU device) on the file at `path`, reshaped to example's static shape, with
-    INFERENCE_NUM_THREADS = `threads`, the LATENCY performance hint and float32 inference precision
-    (on CPUs with bfloat16 support OpenVINO would otherwise compute in bfloat16, a different model).
+def openvino_compiled(path: str | Path, example: torch.Tensor, threads: int, **config: Any) -> Any:
+    """OpenVINO's compiled model (CPU device) of the file at `path`, reshaped to example's static shape, with
+    INFERENCE_NUM_THREADS = `threads`, the LATENCY performance hint and float32 inference precision (on CPUs
+    with bfloat16 support OpenVINO would otherwise compute in bfloat16, a different model); `config` adds
+    properties (e.g. PERF_COUNT=True for its per-layer profile).
 
     Raises InferenceError if OpenVINO is not installed or cannot compile the file."""
     if not openvino_available():
@@ -91,10 +92,17 @@ def openvino_runner(path: str | Path, example: torch.Tensor, threads: int) -> Ru
         core = ov.Core()
         model = core.read_model(str(path))
         model.reshape({model.inputs[0].get_any_name(): list(example.shape)})
-        compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-                                                     "INFERENCE_PRECISION_HINT": "f32"})
+        return core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                                                 "INFERENCE_PRECISION_HINT": "f32", **config})
     except Exception as error:  # OpenVINO raises its own RuntimeError subclasses
         raise InferenceError(f"{path}: OpenVINO cannot compile it ({error})") from None
+
+
+def openvino_runner(path: str | Path, example: torch.Tensor, threads: int) -> Runner:
+    """OpenVINO on the file at `path`, compiled by `openvino_compiled` for example's shape.
+
+    Raises InferenceError if OpenVINO is not installed or cannot compile the file."""
+    compiled = openvino_compiled(path, example, threads)
     request = compiled.create_infer_request()
     outputs = compiled.outputs
 

@@ -40,7 +40,7 @@ def layer_work(layer: nn.Module, input_shape: torch.Size | tuple[int, ...]) -> W
     padding given as numbers, "same" or "valid"; with a padding mode other than zeros every tap reads data
     at every output.
 
-    Raises TypeError for other layers."""
+    Raises TypeError for other layers; ValueError for a convolution input that is not [B, C, H, W] or [C, H, W]."""
     if not isinstance(layer, (nn.Conv2d, nn.Linear)):
         raise TypeError(f"layer_work counts Conv2d and Linear layers, got {type(layer).__name__}")
     weight = layer.weight.detach()
